@@ -1,0 +1,3 @@
+from slotssm.cli import main
+
+raise SystemExit(main())
