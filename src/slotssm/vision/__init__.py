@@ -1,0 +1,15 @@
+"""Pixels <-> tokens and slots: CNN encoder, patch tokenizer, transformer and spatial broadcast decoders."""
+
+from .decoders import SpatialBroadcastDecoder, TransformerDecoder
+from .encoders import CNNEncoder, PatchTokenizer, SoftPositionEmbedding, build_grid, patchify, unpatchify
+
+__all__ = [
+    "CNNEncoder",
+    "PatchTokenizer",
+    "SoftPositionEmbedding",
+    "build_grid",
+    "patchify",
+    "unpatchify",
+    "TransformerDecoder",
+    "SpatialBroadcastDecoder",
+]

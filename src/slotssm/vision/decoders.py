@@ -1,0 +1,122 @@
+"""Slots -> pixels: a transformer decoder (position queries cross-attend slots) and a spatial broadcast decoder.
+
+Legend (docs/architecture.md): B batch, T time, K slots, M tokens per frame, D model width, H heads, P head width,
+E expanded SSM channels, N SSM state size. B* is any number of leading axes (e.g. B, or B, T), flattened inside.
+
+Both decoders treat the slots as a set: permuting the slots permutes the per-slot outputs and leaves the image
+unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from ..layers import TransformerLayer
+from .encoders import SoftPositionEmbedding
+
+__all__ = ["TransformerDecoder", "SpatialBroadcastDecoder"]
+
+
+def _check_slots(slots: Tensor, d_slot: int) -> tuple[Tensor, tuple[int, ...]]:
+    if slots.dim() < 3 or slots.shape[-1] != d_slot:
+        raise ValueError(f"slots: expected shape (B*, K, {d_slot}), got {tuple(slots.shape)}")
+    return slots.reshape(-1, *slots.shape[-2:]), tuple(slots.shape[:-2])  # (B', K, Ds), B*
+
+
+class TransformerDecoder(nn.Module):
+    """Patch decoder of the paper (eqs. 35-37): one learned query per output patch cross-attends the slots.
+
+    Each of `num_layers` pre-norm layers does self-attention among the patch queries, cross-attention to the
+    slots and an MLP; a LayerNorm and a linear head map each query to its patch's pixels.
+
+    Args:
+        num_patches: M, output patches per image.  patch_dim_out: values per patch (e.g. ph * pw * C).
+        d_model: D of the queries.  num_heads: H.  num_layers: decoder layers.
+        d_slot: width of the slots (default D).  mlp_ratio: MLP hidden width / D.
+
+    forward(slots (B*, K, Ds), *, return_attention=True) -> (patches (B*, M, patch_dim_out),
+    slot_attention (B*, M, K) | None): the last cross-attention's weights averaged over heads; its argmax over K
+    gives the slot that explains each patch (paper App. D.1).
+    """
+
+    def __init__(self, num_patches: int, patch_dim_out: int, d_model: int, num_heads: int, num_layers: int = 3, *,
+                 d_slot: int | None = None, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.num_patches, self.d_slot = num_patches, d_model if d_slot is None else d_slot
+        self.queries = nn.Parameter(torch.randn(num_patches, d_model) * 0.02)  # (M, D)
+        self.layers = nn.ModuleList(
+            TransformerLayer(d_model, num_heads, cross=True, d_context=self.d_slot, mlp_ratio=mlp_ratio)
+            for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, patch_dim_out)
+
+    def forward(self, slots: Tensor, *, return_attention: bool = True) -> tuple[Tensor, Tensor | None]:
+        s, lead = _check_slots(slots, self.d_slot)  # (B', K, Ds)
+        x = repeat(self.queries, "m d -> b m d", b=s.shape[0])  # (B', M, D)
+        maps = None
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            x, maps = layer(x, s, return_attention=return_attention and last)
+        patches = self.head(self.norm(x)).reshape(*lead, self.num_patches, -1)  # (B*, M, patch_dim_out)
+        if maps is None:
+            return patches, None
+        attn = maps["cross"].mean(dim=1)  # (B', M, K): average over heads
+        return patches, attn.reshape(*lead, *attn.shape[-2:])
+
+
+class SpatialBroadcastDecoder(nn.Module):
+    """Spatial broadcast decoder (SAVi / paper Table 4): per-slot RGB and alpha, alpha soft-maxed over slots.
+
+    Each slot is broadcast to an `initial_size` grid, gets a soft position embedding, and goes through
+    ConvTranspose2d(5x5, stride 2) + ReLU layers up to `resolution`, a Conv2d(5x5) + ReLU and a Conv2d(3x3) to
+    `out_channels` + 1 (the alpha logit). If `resolution` < `image_size` the per-slot outputs are bilinearly
+    upsampled, which keeps the decoder cheap on a CPU.
+
+    Args:
+        d_slot: width of the slots.  image_size: side of the square output image.
+        out_channels: C.  hidden: conv width.
+        initial_size: side of the broadcast grid.  resolution: side of the decoded maps (default image_size);
+            resolution / initial_size must be a power of 2.
+
+    forward(slots (B*, K, Ds)) -> (image (B*, C, S, S), masks (B*, K, 1, S, S), rgb (B*, K, C, S, S)) with
+    S = image_size; masks sum to 1 over K.
+    """
+
+    def __init__(self, d_slot: int, image_size: int, out_channels: int = 3, hidden: int = 64, *,
+                 initial_size: int = 8, resolution: int | None = None) -> None:
+        super().__init__()
+        resolution = image_size if resolution is None else resolution
+        ups = math.log2(resolution / initial_size) if resolution >= initial_size else -1.0
+        if ups < 0 or ups != int(ups):
+            raise ValueError(f"resolution: expected initial_size={initial_size} times a power of 2, got {resolution}")
+        if resolution > image_size:
+            raise ValueError(f"resolution: expected at most image_size={image_size}, got {resolution}")
+        self.d_slot, self.image_size, self.out_channels = d_slot, image_size, out_channels
+        self.initial_size, self.resolution = initial_size, resolution
+        self.pos = SoftPositionEmbedding(d_slot)
+        layers: list[nn.Module] = []
+        c_in = d_slot
+        for _ in range(int(ups)):
+            layers += [nn.ConvTranspose2d(c_in, hidden, 5, stride=2, padding=2, output_padding=1), nn.ReLU()]
+            c_in = hidden
+        layers += [nn.Conv2d(c_in, hidden, 5, padding=2), nn.ReLU(), nn.Conv2d(hidden, out_channels + 1, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, slots: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        s, lead = _check_slots(slots, self.d_slot)  # (B', K, Ds)
+        K, g = s.shape[1], self.initial_size
+        x = self.pos(repeat(s, "b k d -> (b k) h w d", h=g, w=g))  # (B'*K, g, g, Ds)
+        out = self.net(rearrange(x, "n h w d -> n d h w"))  # (B'*K, C+1, r, r)
+        if self.resolution != self.image_size:
+            out = F.interpolate(out, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        out = rearrange(out, "(b k) c h w -> b k c h w", k=K)  # (B', K, C+1, S, S)
+        rgb, masks = out[:, :, :-1], out[:, :, -1:].softmax(dim=1)  # alpha: softmax over slots
+        image = (rgb * masks).sum(dim=1)  # (B', C, S, S)
+        return (image.reshape(*lead, *image.shape[1:]), masks.reshape(*lead, *masks.shape[1:]),
+                rgb.reshape(*lead, *rgb.shape[1:]))
