@@ -1,0 +1,88 @@
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from slotssm import viz
+
+
+def _frames(T=4, H=8, W=8, C=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((T, H, W, C)).astype(np.float32)
+
+
+def test_to_uint8_layouts():
+    f = _frames()
+    out = viz.to_uint8(f)
+    assert out.dtype == np.uint8 and out.shape == (4, 8, 8, 3)
+    np.testing.assert_array_equal(viz.to_uint8(torch.as_tensor(f).permute(0, 3, 1, 2)), out)  # (T, C, H, W)
+    gray = viz.to_uint8(f[..., 0])
+    assert gray.shape == (4, 8, 8, 3) and (gray[..., 0] == gray[..., 2]).all()
+    assert viz.to_uint8(np.full((1, 2, 2), 2.0)).max() == 255  # clipped
+    with pytest.raises(ValueError, match="frames"):
+        viz.to_uint8(np.zeros((2, 5, 5, 7)))
+
+
+def test_save_gif_roundtrip(tmp_path):
+    f = _frames(T=5)
+    path = viz.save_gif(f, tmp_path / "sub" / "roll.gif", fps=5, scale=2)
+    assert path.exists()
+    back = iio.imread(path, index=None)
+    assert back.shape[:3] == (5, 16, 16)
+    # GIF quantises colours: the round trip is close, not exact
+    want = viz.to_uint8(f).repeat(2, 1).repeat(2, 2)
+    assert np.abs(back[..., :3].astype(int) - want).mean() < 20
+
+
+def test_frame_grid(tmp_path):
+    rows = {"ground truth": _frames(T=6), "prediction": torch.as_tensor(_frames(T=4, seed=1))}
+    path = viz.frame_grid(rows, tmp_path / "grid.png", max_cols=3, cell_inches=1.0, dpi=50)
+    img = iio.imread(path)
+    assert img.shape[:2] == (2 * 50, 3 * 50)  # rows x cols cells of 1 inch at 50 dpi
+    assert img.std() > 0
+    with pytest.raises(ValueError, match="rows"):
+        viz.frame_grid({}, tmp_path / "empty.png")
+
+
+def test_attention_argmax_maps(tmp_path):
+    T, h, w, K = 3, 2, 4, 5
+    attn = np.zeros((T, h * w, K))
+    ids = np.arange(h * w) % K
+    attn[:, np.arange(h * w), ids] = 1.0  # patch m goes to slot m % K
+    path = viz.attention_argmax_maps(attn, tmp_path / "maps.png", grid=(h, w), scale=4, pad=2)
+    img = iio.imread(path)
+    assert img.shape == (h * 4, T * (w * 4 + 2) - 2, 3)
+    pal = viz.slot_palette(K)
+    np.testing.assert_array_equal(img[0, 0], pal[0])  # patch 0 -> slot 0
+    np.testing.assert_array_equal(img[4, 0], pal[ids[w]])  # first patch of row 1
+    np.testing.assert_array_equal(img[0, w * 4], [255, 255, 255])  # padding column
+    # (T, h, w, K) input with frames, as a GIF: one frame per step, rows (frames, overlay) stacked
+    frames = _frames(T=T, H=8, W=16)
+    gif = viz.attention_argmax_maps(torch.as_tensor(attn.reshape(T, h, w, K)), tmp_path / "maps.gif", frames=frames)
+    back = iio.imread(gif, index=None)
+    assert back.shape[:3] == (T, 16, 16)
+    with pytest.raises(ValueError, match="grid"):
+        viz.attention_argmax_maps(attn, tmp_path / "bad.png", grid=(3, 3))
+    with pytest.raises(ValueError, match="frames"):
+        viz.attention_argmax_maps(attn, tmp_path / "bad.png", grid=(h, w), frames=_frames(T=T, H=7, W=16))
+
+
+def test_plot_curves(tmp_path):
+    path = viz.plot_curves({"a": ([0, 10, 20], [3.0, 2.0, 1.0]), "b": [1.0, 0.5, 0.2, 0.1]}, tmp_path / "c.png",
+                           ylabel="loss", title="t", logy=True)
+    img = iio.imread(path)
+    assert img.shape[:2] == (350, 500)
+    with pytest.raises(ValueError, match="curves"):
+        viz.plot_curves({"a": ([0, 1], [1.0, 2.0, 3.0])}, tmp_path / "bad.png")
+
+
+def test_plot_metric_curves_from_jsonl(tmp_path):
+    lines = [{"step": s, "split": "train", "time": 0.0, "loss": 1.0 / s, "lr": 1e-3} for s in range(1, 6)]
+    lines += [{"step": 5, "split": "val", "loss": 0.3, "ari": 0.5}, {"step": 6, "split": "train", "loss": "nan"}]
+    text = "".join(json.dumps(r) + "\n" for r in lines) + '{"step": 7, "lo'  # torn last line
+    (tmp_path / "metrics.jsonl").write_text(text)
+    paths = viz.plot_metric_curves_from_jsonl(tmp_path / "metrics.jsonl", tmp_path / "curves")
+    assert [p.name for p in paths] == ["ari.png", "loss.png", "lr.png"]
+    assert all(p.exists() and iio.imread(p).shape[:2] == (350, 500) for p in paths)
