@@ -241,7 +241,8 @@ def linear_probe_accuracy(features: Any, labels: Any, *, train_frac: float = 0.8
     x = torch.as_tensor(_np(features), dtype=torch.float64)
     y_np = _np(labels)
     if x.ndim != 2 or y_np.shape != (x.shape[0],):
-        raise ValueError(f"labels: expected shape ({x.shape[0]},) for features (N, F) {tuple(x.shape)}, got {y_np.shape}")
+        raise ValueError(f"labels: expected shape ({x.shape[0]},) for features (N, F) {tuple(x.shape)}, "
+                         f"got {y_np.shape}")
     classes, y_idx = np.unique(y_np, return_inverse=True)
     y = torch.as_tensor(y_idx, dtype=torch.long)
     tr, te = _split(len(x), train_frac, seed)

@@ -188,3 +188,21 @@ def test_inverted_gradcheck():
     x = torch.randn(1, 3, 8, dtype=torch.float64, requires_grad=True)
     ctx = torch.randn(1, 4, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: inv(a, b)[0], (x, ctx))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sdpa_path_equals_explicit_path_cuda(dtype):
+    attn = Attention(64, 4).cuda().to(dtype)
+    x, ctx = torch.randn(2, 9, 64, device="cuda", dtype=dtype), torch.randn(2, 33, 64, device="cuda", dtype=dtype)
+    pad = torch.zeros(2, 33, dtype=torch.bool, device="cuda")
+    pad[1, -5:] = True
+    for kw in ({}, {"key_padding_mask": pad}):
+        fast, _ = attn(x, ctx, **kw)
+        slow, _ = attn(x, ctx, return_attention=True, **kw)
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(fast, slow, atol=tol, rtol=tol)
+    y = torch.randn(2, 9, 64, device="cuda", dtype=dtype)
+    torch.testing.assert_close(attn(y, causal=True)[0], attn(y, causal=True, return_attention=True)[0],
+                               atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=1e-2)
