@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Modules whose import registers models (kept explicit: the registry is the list of what exists).
-MODEL_MODULES = ("slotssm.models.slotssm",)
+MODEL_MODULES = (
+    "slotssm.models.slotssm",
+    "slotssm.models.single_state",
+    "slotssm.models.transformer",
+    "slotssm.models.psb",
+    "slotssm.models.slot_rnn",
+    "slotssm.models.rim",
+    "slotssm.models.savi",
+)
 
 
 @dataclass(frozen=True)
