@@ -13,6 +13,7 @@ import sys
 # Modules that contribute commands, imported when the CLI starts.
 COMMAND_MODULES = (
     "slotssm.data.cli",
+    "slotssm.train.cli",
 )
 
 

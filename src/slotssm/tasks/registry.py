@@ -1,0 +1,56 @@
+"""Registry of tasks by name: `register_task` (class decorator), `get_task(name)`, `list_tasks()`.
+
+The concrete task modules register themselves when imported; this module imports the ones listed in
+`TASK_MODULES` the first time a task is looked up, so `get_task("bouncing_balls")` works without importing the
+module by hand. A module that fails to import is an error, never a silently missing task.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from slotssm.tasks.base import Task
+
+# Modules holding the concrete tasks, e.g. "slotssm.tasks.bouncing_balls"; added as those modules land.
+TASK_MODULES: tuple[str, ...] = ()
+
+_TASKS: dict[str, type[Task]] = {}
+_loaded = False
+
+
+def _load_task_modules() -> None:
+    global _loaded
+    if not _loaded:
+        for module in TASK_MODULES:
+            importlib.import_module(module)
+        _loaded = True
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator adding a `Task` subclass under `cls.name`; a second class under a taken name is an error."""
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"register_task expects a Task subclass, got {cls!r}")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{cls.__qualname__} needs a non-empty class attribute `name` to be registered")
+    previous = _TASKS.get(name)
+    # Re-importing the same module (e.g. a reload) replaces the entry; a different class under the name is a clash.
+    if previous is not None and (previous.__module__, previous.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"task name {name!r} is already registered by {previous.__module__}.{previous.__qualname__}")
+    _TASKS[name] = cls
+    return cls
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class registered under `name`; ValueError listing the known names otherwise."""
+    _load_task_modules()
+    if name not in _TASKS:
+        known = ", ".join(sorted(_TASKS)) or "(none registered)"
+        raise ValueError(f"unknown task {name!r}; known tasks: {known}")
+    return _TASKS[name]
+
+
+def list_tasks() -> list[str]:
+    """Sorted names of all registered tasks."""
+    _load_task_modules()
+    return sorted(_TASKS)

@@ -1,0 +1,159 @@
+"""Commands `slotssm train`, `slotssm eval` and `slotssm viz`.
+
+    slotssm train TASK --model NAME [--preset small] [--set k=v ...] --out DIR [--data-dir DIR] [--resume]
+    slotssm eval RUN_DIR [--split val|train] [--data-dir DIR] [--batch-size N] [--device auto]
+    slotssm viz RUN_DIR [--data-dir DIR] [--split val|train] [--device auto]
+
+`torchrun --nproc_per_node N -m slotssm train ...` trains data-parallel (see train/distributed.py). A bad task, model,
+preset or --set key raises ValueError, which `slotssm.cli.main` prints as one line with exit code 2; a diverged
+run (NaN/Inf loss) exits with code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_DATA_DIR = os.environ.get("SLOTSSM_DATA_DIR", "data")
+
+
+def add_parser(subparsers) -> None:
+    """Register `train`, `eval` and `viz` on the `slotssm` command's sub-parsers."""
+    p = subparsers.add_parser("train", help="train a model on a task", description="Train MODEL on TASK.")
+    p.add_argument("task", metavar="TASK", help="task name (slotssm.tasks.list_tasks())")
+    p.add_argument("--model", required=True, help="sequence model name, checked by the task")
+    p.add_argument("--preset", default=None, help="tiny, small or paper (default: small; with --resume the run's own)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set train.optim.lr=1e-3 (repeatable)")  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, help="run directory (config, logs, checkpoints)")
+    p.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR),
+                   help="where datasets are cached (default: $SLOTSSM_DATA_DIR or ./data)")  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+    p = subparsers.add_parser("eval", help="evaluate a run's checkpoint", description="Evaluate a trained run.")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path)
+    p.add_argument("--split", choices=("val", "train"), default="val")
+    p.add_argument("--data-dir", type=Path, default=None, help="default: the run's own data directory")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the run's train.eval_batch_size")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run_eval)
+
+    p = subparsers.add_parser("viz", help="figures of a trained run", description="Draw figures into RUN_DIR/viz.")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path)
+    p.add_argument("--split", choices=("val", "train"), default="val")
+    p.add_argument("--data-dir", type=Path, default=None, help="default: the run's own data directory")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run_viz)
+
+
+def run_train(args) -> int:
+    from slotssm.tasks.registry import get_task
+    from slotssm.train.config import apply_overrides, load_run_config
+    from slotssm.train.trainer import TrainingDivergedError, train
+
+    task_cls = get_task(args.task)
+    if args.resume and (args.out / "config.json").is_file():
+        # Continue from the run's own resolved config; --set may then change what a resume allows (train.steps...).
+        base = load_run_config(args.out)
+        given = {"task": args.task, "model_name": args.model, "preset": args.preset or base.preset}
+        for key, value in given.items():
+            if getattr(base, key) != value:
+                raise ValueError(f"{args.out} is a run of {key}={getattr(base, key)!r}, not {value!r}")
+    else:
+        preset = args.preset or "small"
+        task_cls.check_preset(preset)
+        base = task_cls.default_config(preset, args.model)
+    config = apply_overrides(base, args.overrides)
+    try:
+        metrics = train(
+            config, args.out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress,
+            overrides=args.overrides,
+        )  # fmt: skip
+    except TrainingDivergedError as err:
+        print(f"slotssm train: {err}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _load(args):
+    from slotssm.train.checkpoint import load_model_from_run
+    from slotssm.train.distributed import resolve_device
+
+    device = resolve_device(args.device)
+    task, model, config = load_model_from_run(args.run_dir, device, data_dir=args.data_dir)
+    train_set, val_set = task.datasets()
+    return task, model, config, device, (val_set if args.split == "val" else train_set)
+
+
+def run_eval(args) -> int:
+    from slotssm.train.checkpoint import find_checkpoint, verify_checkpoint
+    from slotssm.train.evaluation import evaluate_model, write_eval_json
+
+    task, model, config, device, dataset = _load(args)
+    batch_size = args.batch_size or config.train.eval_batch_size
+    amp = "off" if config.train.amp == "fp16" and device.type != "cuda" else config.train.amp  # fp16 is CUDA-only
+    metrics = evaluate_model(task, model, dataset, batch_size=batch_size, device=device, amp=amp)
+    step = int(verify_checkpoint(find_checkpoint(args.run_dir))["step"])
+    path = write_eval_json(args.run_dir, step=step, split=args.split, metrics=metrics)
+    print(json.dumps({"step": step, "split": args.split, "metrics": metrics}, indent=2))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def run_viz(args) -> int:
+    from slotssm.train.metrics_log import METRICS_FILE
+
+    task, model, config, device, dataset = _load(args)
+    out_dir = Path(args.run_dir) / "viz"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = list(task.visualise(model, dataset, out_dir, device=device))
+    metrics_path = Path(args.run_dir) / METRICS_FILE
+    if metrics_path.is_file():
+        paths += plot_metric_curves(metrics_path, out_dir)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def plot_metric_curves(metrics_path, out_dir) -> list[Path]:
+    """One PNG per split in metrics.jsonl (train, val): every numeric metric against step, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from slotssm.train.metrics_log import read_metrics
+
+    records = read_metrics(metrics_path)
+    written = []
+    for split in sorted({r.get("split", "train") for r in records}):
+        rows = [r for r in records if r.get("split", "train") == split]
+        numeric = {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        keys = sorted(numeric - {"step", "time"})
+        if not keys:
+            continue
+        cols = min(3, len(keys))
+        nrows = -(-len(keys) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
+        for ax, key in zip(axes.flat, keys):
+            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 20 else None)
+            ax.set_title(key)
+            ax.set_xlabel("step")
+            if key in ("loss", "lr", "grad_norm") and all(p[1] > 0 for p in pts):
+                ax.set_yscale("log")
+        for ax in list(axes.flat)[len(keys) :]:
+            ax.axis("off")
+        fig.suptitle(f"{split} metrics")
+        fig.tight_layout()
+        path = Path(out_dir) / f"curves_{split}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
