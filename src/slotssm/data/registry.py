@@ -106,7 +106,7 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if isinstance(default, tuple):
         if np.isscalar(value) and not isinstance(value, str):
             value = (value, value)  # a fixed number where a (low, high) range is expected
-        if isinstance(value, str) or len(value) == 0:
+        if isinstance(value, str) or (len(value) == 0 and len(default) > 0):
             raise bad
         kind = type(default[0]) if default else float
         try:
