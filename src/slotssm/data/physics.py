@@ -119,13 +119,13 @@ def simulate_discs(
     height: float,
     num_frames: int,
     substeps: int,
-    max_passes: int = 4,
+    max_passes: int = 16,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulate elastic discs; frame 0 is the initial state, velocities in pixels per frame.
 
     pos0, vel0: (n, K, 2) float64; radii, masses: (n, K). Returns positions, velocities (n, T, K, 2) float64.
-    Each frame is `substeps` equal sub-steps; each sub-step moves, then resolves pairs and walls (up to
-    `max_passes` rounds while a pass still finds a collision, for balls squeezed against a wall).
+    Each frame is `substeps` equal sub-steps; each sub-step moves, then resolves walls and pairs, repeated (up to
+    `max_passes` rounds) until a pair pass finds nothing to do, for balls squeezed against a wall.
     """
     if pos0.ndim != 3 or pos0.shape[-1] != 2 or vel0.shape != pos0.shape:
         raise ValueError(f"pos0, vel0: expected (n, K, 2) each, got {pos0.shape} and {vel0.shape}")
@@ -140,11 +140,12 @@ def simulate_discs(
     for t in range(1, num_frames):
         for _ in range(substeps):
             pos += vel * dt
-            for _ in range(max_passes):
-                hit = _resolve_pairs(pos, vel, radii, masses, dt) if k > 1 else False
+            for _ in range(max_passes):  # walls, then pairs, until a pair pass changes nothing
                 _resolve_walls(pos, vel, radii, width, height)
-                if not hit:
+                if k < 2 or not _resolve_pairs(pos, vel, radii, masses, dt):
                     break
+            else:
+                _resolve_walls(pos, vel, radii, width, height)  # stay inside even if a jam outlasts the passes
         out_pos[:, t], out_vel[:, t] = pos, vel
     return out_pos, out_vel
 

@@ -139,11 +139,12 @@ class ObjectLayer:
         self.shape, self.color, self.label, self.present = shape, color, label, present
 
 
-def composite(canvas: np.ndarray, seg: np.ndarray, layer: ObjectLayer, pad: int) -> None:
+def composite(canvas: np.ndarray, seg: np.ndarray, layer: ObjectLayer, pad: int, hard: bool = False) -> None:
     """Draw `layer` over `canvas` in place (alpha from coverage) and label its pixels in `seg`.
 
     canvas: (n, T, H + 2 pad, W + 2 pad, 3) float32, padded by `pad` pixels on each side so crops never leave it;
     seg: (n, T, H + 2 pad, W + 2 pad) uint8. Each object is drawn in a (C, C) crop, C = 2 pad - 1.
+    hard: no anti-aliasing (coverage 1 where d <= 0, else 0).
     """
     live = np.flatnonzero(layer.present)  # videos where this layer has an object
     if len(live) == 0:
@@ -172,7 +173,7 @@ def composite(canvas: np.ndarray, seg: np.ndarray, layer: ObjectLayer, pad: int)
     flat_table = _tables().reshape(-1)
     sdf = flat_table[(layer.shape[live] * _TABLE_RES * _TABLE_RES)[:, None, None, None] + iy * _TABLE_RES + ix]
     dist = np.where(outside, np.float32(1e3), sdf * size[..., None])
-    alpha = coverage(dist)[..., None]  # (n', T, C, C, 1)
+    alpha = ((dist <= 0).astype(np.float32) if hard else coverage(dist))[..., None]  # (n', T, C, C, 1)
     # Flat pixel index into the padded canvas.
     frame = (live[:, None] * t + np.arange(t))[..., None, None]  # (n', T, 1, 1)
     idx = (frame * hp + (yy + pad)[..., :, None]) * wp + (xx + pad)[..., None, :]  # (n', T, C, C)

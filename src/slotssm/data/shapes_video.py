@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "sizes": (0.07, 0.10, 0.13),  # fractions of image_size; each object draws one
     "speed_range": (0.0, 0.04),  # fraction of image_size per frame
     "max_spin": 0.06,  # radians per frame
+    "antialias": True,  # False: hard edges, every labelled pixel has exactly its object's colour
 }
 
 
@@ -94,8 +95,10 @@ def _background(rng: np.random.Generator, variant: str, size: int) -> np.ndarray
     return c1 * (1 - mix[..., None]) + c2 * mix[..., None]
 
 
-def draw_scene(background: np.ndarray, layers: list[ObjectLayer], size: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Composite layers (back to front) over backgrounds (n, H, W, 3) float32 for T frames.
+def draw_scene(
+    background: np.ndarray, layers: list[ObjectLayer], size: int, pad: int, hard: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Composite layers (back to front) over backgrounds (n, H, W, 3) float32 for T frames (hard: no anti-aliasing).
 
     Returns video (n, T, H, W, 3) uint8 and labels (n, T, H, W) uint8.
     """
@@ -104,7 +107,7 @@ def draw_scene(background: np.ndarray, layers: list[ObjectLayer], size: int, pad
     canvas[:, :, pad:-pad, pad:-pad] = background[:, None]
     seg = np.zeros(canvas.shape[:-1], np.uint8)
     for layer in layers:
-        composite(canvas, seg, layer, pad)
+        composite(canvas, seg, layer, pad, hard)
     video = np.rint(canvas[:, :, pad:-pad, pad:-pad]).clip(0, 255).astype(np.uint8)
     return video, seg[:, :, pad:-pad, pad:-pad].copy()
 
@@ -157,7 +160,7 @@ def generate_shapes_video(rngs: list[np.random.Generator], p: dict[str, Any]) ->
             shape=a["shape"][rows, obj].clip(0), color=color[rows, obj].astype(np.float32),
             label=(obj + 1).astype(np.uint8), present=present[rows, obj],
         ))
-    video, seg = draw_scene(a["background"], layers, size, pad)
+    video, seg = draw_scene(a["background"], layers, size, pad, hard=not p["antialias"])
     visibility = visible_counts(seg, kmax + 1)[..., 1:] > 0  # (n, T, K)
     return {
         "video": video, "segmentations": seg, "shape": a["shape"].astype(np.int64), "color": color,
