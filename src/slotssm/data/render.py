@@ -183,7 +183,7 @@ def composite(canvas: np.ndarray, seg: np.ndarray, layer: ObjectLayer, pad: int,
     pixels[idx] = old + (color - old) * alpha
     labels = seg.reshape(-1)
     lab = layer.label[live].astype(np.uint8)[:, None, None, None]
-    keep = (alpha[..., 0] < 0.5) | (lab == 0)
+    keep = (dist > 0) | (lab == 0)  # label where d <= 0, i.e. coverage >= 0.5
     labels[idx] = np.where(keep, labels[idx], lab)
 
 
