@@ -1,1 +1,163 @@
-"""Placeholder: this module is being written; it registers no model yet."""
+"""SAVi (Kipf et al., ICLR 2022, "Conditional Object-Centric Learning from Video"): predict, then correct, per frame.
+
+Legend: B batch, T time, K slots, M tokens per frame, D model width, D_in token width, H heads, C conditioning width.
+
+One step on the frame's tokens x (B, M, D_in) and the predicted slots s^ (B, K, D) (the state):
+    u = MLP(LN x)                                         token encoder (SAVi's post-CNN MLP), (B, M, D)
+    repeat num_iterations times, from s = s^:             corrector = slot attention
+        a = softmax_K(q(LN s) . k(LN u))                  inverted attention: slots compete for each token,
+        s = GRU(renormalise_M(a) @ v(LN u), s)            then a weighted mean over tokens, GRU update
+        s = s + MLP(LN s)
+    output s;  next state s^ = Predictor(s)               transformer layers across the slots
+The first frame's prior is learned (K, D), or conditional: `init_state(..., conditioning=(B, K, C))` maps, e.g.,
+first-frame boxes or positions through an MLP to the initial slots. `forward` runs `step` frame by frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from slotssm.layers import MLP, InvertedAttention, TransformerLayer
+from slotssm.models.base import SequenceModel, SequenceOutput, run_steps
+from slotssm.models.registry import register_model
+
+
+@dataclass(frozen=True)
+class SAViConfig:
+    """Hyper-parameters of SAVi."""
+
+    input_dim: int = 64  # width of the incoming tokens
+    d_model: int = 64  # slot width
+    num_slots: int = 6  # K
+    num_iterations: int = 2  # slot-attention iterations of the corrector per frame
+    num_heads: int = 4  # predictor heads
+    predictor_layers: int = 1  # transformer layers of the predictor
+    mlp_ratio: float = 4.0  # hidden / D of the token, corrector, predictor and conditioning MLPs
+    conditioning_dim: int = 0  # C; > 0 adds the conditioning MLP used by init_state(conditioning=...)
+
+    def __post_init__(self):
+        for name in ("input_dim", "d_model", "num_slots", "num_iterations", "num_heads", "predictor_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.d_model % self.num_heads != 0:
+            raise ValueError(f"num_heads: must divide d_model={self.d_model}, got {self.num_heads}")
+        if self.mlp_ratio <= 0 or self.conditioning_dim < 0:
+            raise ValueError(f"mlp_ratio > 0 and conditioning_dim >= 0 expected, got {self.mlp_ratio}, "
+                             f"{self.conditioning_dim}")
+
+
+class Corrector(nn.Module):
+    """Slot attention from given slots: slots (B, K, D), tokens u (B, M, D) -> slots (B, K, D), attn (B, K, M)."""
+
+    def __init__(self, d_model: int, num_iterations: int, mlp_ratio: float):
+        super().__init__()
+        self.num_iterations = num_iterations
+        self.norm_slots = nn.LayerNorm(d_model)
+        self.norm_tokens = nn.LayerNorm(d_model)
+        self.attn = InvertedAttention(d_model, 1)  # one head: softmax over the K slots, renormalised over tokens
+        self.gru = nn.GRUCell(d_model, d_model)
+        self.norm_mlp = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model, mlp_ratio)
+
+    def forward(self, s: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        bsz, k, d = s.shape
+        u = self.norm_tokens(u)  # (B, M, D)
+        attn = None
+        for _ in range(self.num_iterations):
+            upd, attn = self.attn(self.norm_slots(s), u, return_attention=True)  # (B, K, D), (B, 1, K, M)
+            s = self.gru(upd.reshape(bsz * k, d), s.reshape(bsz * k, d)).view(bsz, k, d)  # (B, K, D)
+            s = s + self.mlp(self.norm_mlp(s))
+        return s, attn.squeeze(1)  # attention of the last iteration (B, K, M)
+
+
+TINY = dict(input_dim=12, d_model=16, num_slots=3, num_heads=2, predictor_layers=1)
+
+
+# Presets keep SlotSSM's slot width and count; the predictor depth is what matches SlotSSM's parameter count
+# (SAVi's corrector and a one-layer predictor hold about 45% of it).
+@register_model("savi", SAViConfig, presets={
+    "tiny": {**TINY, "predictor_layers": 2},  # for tests
+    "blinking_balls": dict(d_model=64, num_slots=6, predictor_layers=5),
+    "bouncing_balls": dict(d_model=64, num_slots=6, predictor_layers=5),
+    "snitch": dict(d_model=128, num_slots=8, predictor_layers=5),
+    "movi": dict(d_model=192, num_slots=11, predictor_layers=5),
+})
+class SAVi(SequenceModel):
+    """SAVi: tokens (B, T, M, D_in) -> corrected slots (B, T, K, D), frame by frame.
+
+    State: the predicted slots for the next frame (B, K, D). Attention maps (return_attention=True): "corrector"
+    (B, T, K, M), the last iteration's attention, normalised over slots (sums to 1 over K for every token; also
+    under "encoder", the name every model uses for token attention); "predictor" (B, T, H, K, K), the last
+    predictor layer's self-attention.
+    """
+
+    def __init__(self, cfg: SAViConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.input_dim, self.d_model, self.num_slots = cfg.input_dim, cfg.d_model, cfg.num_slots
+        d = cfg.d_model
+        self.slots_init = nn.Parameter(torch.randn(cfg.num_slots, d) * 0.02)  # (K, D) learned first prior
+        self.conditioning = None
+        if cfg.conditioning_dim:
+            hidden = round(cfg.mlp_ratio * d)
+            self.conditioning = nn.Sequential(nn.Linear(cfg.conditioning_dim, hidden), nn.GELU(), nn.Linear(hidden, d))
+        self.token_norm = nn.LayerNorm(cfg.input_dim)
+        self.token_mlp = MLP(cfg.input_dim, cfg.mlp_ratio * d / cfg.input_dim, d_out=d)  # hidden = mlp_ratio * D
+        self.corrector = Corrector(d, cfg.num_iterations, cfg.mlp_ratio)
+        self.predictor = nn.ModuleList(
+            TransformerLayer(d, cfg.num_heads, mlp_ratio=cfg.mlp_ratio) for _ in range(cfg.predictor_layers)
+        )
+
+    def init_state(self, batch_size, device=None, dtype=None, conditioning: Tensor | None = None) -> Tensor:
+        """The first frame's prior slots (B, K, D): learned, or MLP(conditioning (B, K, C)) when it is given.
+
+        conditioning needs a model built with conditioning_dim = C > 0 (e.g. C = 4 for first-frame boxes, 2 for
+        positions); without it a conditional model falls back to the learned slots.
+        """
+        if conditioning is None:
+            return self.slots_init.to(**self._param_like(device, dtype)).expand(batch_size, -1, -1)
+        if self.conditioning is None:
+            raise ValueError("conditioning: this model has conditioning_dim=0; build it with conditioning_dim=C > 0")
+        want = (batch_size, self.num_slots, self.cfg.conditioning_dim)
+        if not isinstance(conditioning, Tensor) or tuple(conditioning.shape) != want:
+            got = tuple(conditioning.shape) if isinstance(conditioning, Tensor) else type(conditioning).__name__
+            raise ValueError(f"conditioning: expected shape (B, K, C) = {want}, got {got}")
+        return self.conditioning(conditioning.to(**self._param_like(device, dtype)))  # (B, K, D)
+
+    def _frame(self, tokens_t: Tensor, state: Tensor, return_attention: bool):
+        """tokens_t (B, M, D_in), prior (B, K, D) -> slots (B, K, D), next prior (B, K, D), maps | None."""
+        want = (tokens_t.shape[0], self.num_slots, self.d_model)
+        if not isinstance(state, Tensor) or tuple(state.shape) != want:
+            raise ValueError(f"state: expected prior slots of shape {want}, got {tuple(getattr(state, 'shape', ()))}")
+        u = self.token_mlp(self.token_norm(tokens_t))  # (B, M, D)
+        s, attn = self.corrector(state, u)  # (B, K, D), (B, K, M)
+        prior, maps = s, None
+        for layer in self.predictor:
+            prior, maps = layer(prior, return_attention=return_attention)  # (B, K, D)
+        if return_attention:
+            maps = {"corrector": attn, "predictor": maps["self"]}
+        return s, prior, maps
+
+    def step(self, tokens_t, state):
+        self.check_step_tokens(tokens_t)
+        slots, state, _ = self._frame(tokens_t, state, False)
+        return slots, state
+
+    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
+        self.check_tokens(tokens)
+        if not return_attention:
+            slots, state = run_steps(self, tokens, state)
+            return SequenceOutput(slots, None, state)
+        if state is None:
+            state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
+        slots, maps = [], []
+        for tokens_t in tokens.unbind(1):
+            s, state, m = self._frame(tokens_t, state, True)
+            slots.append(s)
+            maps.append(m)
+        stacked = {name: torch.stack([m[name] for m in maps], 1) for name in maps[0]}  # (B, T, ...)
+        stacked["encoder"] = stacked["corrector"]
+        return SequenceOutput(torch.stack(slots, 1), stacked, state)
