@@ -12,7 +12,12 @@ import importlib
 from slotssm.tasks.base import Task
 
 # Modules holding the concrete tasks, e.g. "slotssm.tasks.bouncing_balls"; added as those modules land.
-TASK_MODULES: tuple[str, ...] = ()
+TASK_MODULES: tuple[str, ...] = (
+    "slotssm.tasks.video_prediction",
+    "slotssm.tasks.blinking_balls",
+    "slotssm.tasks.object_centric",
+    "slotssm.tasks.snitch_localization",
+)
 
 _TASKS: dict[str, type[Task]] = {}
 _loaded = False

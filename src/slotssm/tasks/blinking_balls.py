@@ -1,0 +1,172 @@
+"""Blinking Color Balls: long-context reasoning (paper §7.2, Fig. 6).
+
+Legend: B batch, T context frames, L = T * M sequence steps, M patches per frame, p patch side, K slots, D width.
+
+The context frames are cut into p x p patches and fed as ONE long sequence of L = T * M steps, one patch per step
+(a linear patch embedding plus a learned embedding of the patch's position in its frame). The slots of the last
+step are decoded by the transformer decoder into the target image, a 7-way class per pixel (background, white,
+five colours), trained with cross-entropy. The target depends on colours seen anywhere in the context (rule
+"earliest" or "most_frequent"), so the model must carry information across the whole sequence.
+Evaluation: pixel accuracy, accuracy on ball pixels (target class != 0), MSE of the rendered palette image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slotssm.data import patchify
+from slotssm.tasks.base import Task
+from slotssm.tasks.common import (
+    VAL_SEED_OFFSET, TaskModel, batch_iter, build_sequence_model, generated_split, make_run_config, to_device,
+    train_config,
+)
+from slotssm.tasks.registry import register_task
+from slotssm.vision import TransformerDecoder
+from slotssm.vision.encoders import unpatchify
+
+NUM_CLASSES = 7
+
+
+@dataclass(frozen=True)
+class BlinkingBallsConfig:
+    image_size: int = 64
+    num_frames: int = 40  # context frames T
+    patch: int = 8  # L = T * (image_size / patch)^2 steps (40 x 64 = 2560)
+    num_objects: int = 4
+    rule: str = "earliest"  # "earliest" | "most_frequent"
+    num_train: int = 2000
+    num_val: int = 200
+    seed: int = 0
+    decoder_width: int = 64
+    decoder_heads: int = 4
+    decoder_layers: int = 3
+
+    def __post_init__(self):
+        if self.image_size % self.patch:
+            raise ValueError(f"patch: must divide image_size={self.image_size}, got {self.patch}")
+        if self.rule not in ("earliest", "most_frequent"):
+            raise ValueError(f"rule: expected 'earliest' or 'most_frequent', got {self.rule!r}")
+
+    @property
+    def seq_len(self) -> int:
+        return self.num_frames * (self.image_size // self.patch) ** 2
+
+
+PRESETS = {
+    "tiny": (dict(image_size=16, patch=8, num_frames=3, num_train=8, num_val=4, decoder_width=16, decoder_heads=2,
+                  decoder_layers=1), "tiny", dict(steps=4, batch_size=4, lr=3e-3, warmup=1)),
+    "small": (dict(image_size=32, patch=8, num_frames=5, num_train=2000, num_val=200, decoder_width=64,
+                   decoder_layers=2), "blinking_balls", dict(steps=1500, batch_size=32, lr=1e-3, warmup=100)),
+    "paper": (dict(), "blinking_balls", dict(steps=100_000, batch_size=32, lr=1e-4, warmup=2500)),
+}
+
+
+class PatchSequenceEmbedding(nn.Module):
+    """frames (B, T, H, W, 3) uint8 -> tokens (B, T*M, 1, D_in): one patch per step, with its in-frame position."""
+
+    def __init__(self, patch: int, image_size: int, d_in: int):
+        super().__init__()
+        self.patch, self.m = patch, (image_size // patch) ** 2
+        self.proj = nn.Linear(patch * patch * 3, d_in)
+        self.pos = nn.Parameter(torch.randn(self.m, d_in) * 0.02)  # (M, D_in)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        seq = patchify(frames.float() / 255.0, self.patch)  # (B, T*M, p*p*3)
+        x = self.proj(seq)  # (B, L, D_in)
+        x = x + self.pos.repeat(x.shape[1] // self.m, 1)  # patch position inside its frame
+        return x[:, :, None]  # (B, L, 1, D_in)
+
+
+@register_task
+class BlinkingBalls(Task):
+    name = "blinking_balls"
+
+    @classmethod
+    def default_config(cls, preset: str, model_name: str):
+        cls.check_preset(preset)
+        data, model_preset, train = PRESETS[preset]
+        tr = dict(train)
+        tcfg = train_config(tr.pop("steps"), tr.pop("batch_size"), tr.pop("lr"), tr.pop("warmup"),
+                            eval_batch_size=32, ckpt_every=500)
+        return make_run_config(cls.name, preset, model_name, BlinkingBallsConfig(**data), model_preset,
+                               12 if preset == "tiny" else 64, tcfg)
+
+    def build_model(self):
+        d, seq = self.config.data, build_sequence_model(self.config)
+        encoder = PatchSequenceEmbedding(d.patch, d.image_size, seq.input_dim)
+        head = TransformerDecoder(encoder.m, d.patch * d.patch * NUM_CLASSES, d.decoder_width, d.decoder_heads,
+                                  d.decoder_layers, d_slot=seq.d_model)
+        return TaskModel(encoder, seq, head)
+
+    def datasets(self):
+        d = self.config.data
+        params = dict(num_frames=d.num_frames, image_size=d.image_size, num_objects=d.num_objects, patch=d.patch,
+                      rule=d.rule)
+        keys = ["frames", "target_classes"]
+        return (generated_split(self.data_dir, "blinking_balls", params, d.num_train, d.seed, keys=keys),
+                generated_split(self.data_dir, "blinking_balls", params, d.num_val, d.seed + VAL_SEED_OFFSET, keys=keys))
+
+    def logits(self, model, frames: Tensor, return_attention: bool = False):
+        """frames (B, T, H, W, 3) uint8 -> class logits (B, 7, H, W) [and the decoder's slot attention (B, M, K)]."""
+        d = self.config.data
+        slots = model.seq(model.encoder(frames)).slots[:, -1]  # the last step's slots (B, K, D)
+        patches, attn = model.head(slots, return_attention=return_attention)  # (B, M, p*p*7)
+        logits = unpatchify(patches, d.image_size, d.patch, channels=NUM_CLASSES)  # (B, 7, H, W)
+        return (logits, attn) if return_attention else logits
+
+    def loss(self, model, batch):
+        target = batch["target_classes"].long()  # (B, H, W)
+        logits = self.logits(model, batch["frames"])
+        loss = F.cross_entropy(logits, target)
+        with torch.no_grad():
+            acc = (logits.argmax(1) == target).float().mean().item()
+        return loss, {"pixel_acc": acc}
+
+    @torch.no_grad()
+    def evaluate(self, model, dataset, *, batch_size, device):
+        from slotssm.data.blinking_balls import PALETTE
+
+        palette = torch.as_tensor(np.asarray(PALETTE), dtype=torch.float32, device=device) / 255.0  # (7, 3)
+        rows, sizes = [], []
+        for batch in batch_iter(dataset, batch_size, self.collate):
+            batch = to_device(batch, device)
+            target = batch["target_classes"].long()
+            pred = self.logits(model, batch["frames"]).argmax(1)
+            ball = target > 0
+            rows.append({
+                "pixel_acc": (pred == target).float().mean().item(),
+                "ball_acc": ((pred == target) & ball).sum().item() / max(1, ball.sum().item()),
+                "image_mse": F.mse_loss(palette[pred], palette[target]).item(),
+            })
+            sizes.append(target.shape[0])
+        total = sum(sizes)
+        return {k: sum(r[k] * n for r, n in zip(rows, sizes)) / total for k in rows[0]} | {"seq_len": self.config.data.seq_len}
+
+    @torch.no_grad()
+    def visualise(self, model, dataset, out_dir: Path, *, device):
+        from slotssm import viz
+        from slotssm.data.blinking_balls import PALETTE
+
+        d = self.config.data
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i in range(min(3, len(dataset))):
+            item = to_device(self.collate([dataset[i]]), device)
+            logits, attn = self.logits(model, item["frames"], return_attention=True)
+            pal = np.asarray(PALETTE)
+            rows = {"context": item["frames"][0].cpu().numpy()}
+            extra = {"target": pal[item["target_classes"][0].cpu().numpy()],
+                     "prediction": pal[logits.argmax(1)[0].cpu().numpy()]}
+            paths.append(viz.frame_grid(rows, out_dir / f"context_{i}.png", max_cols=12))
+            paths.append(viz.frame_grid({k: v[None] for k, v in extra.items()}, out_dir / f"target_vs_pred_{i}.png"))
+            grid = (d.image_size // d.patch,) * 2
+            paths.append(viz.attention_argmax_maps(attn.cpu().numpy(), out_dir / f"slot_attention_{i}.png", grid,
+                                                   frames=extra["prediction"][None]))
+        return [Path(p) for p in paths]

@@ -1,0 +1,167 @@
+"""Unsupervised object-centric learning on MOVi-like videos (paper §7.3).
+
+Legend: B batch, T time, K slots, M tokens per frame, D width, H/W pixels.
+
+A CNN encoder turns each frame into tokens, the sequence model (OC-SlotSSM by default; SAVi, PSB, ... with one
+flag) binds them to slots, and a spatial broadcast decoder reconstructs each frame from its slots as a mixture of
+per-slot images with alpha masks (softmax over slots). Loss: pixel MSE.
+Evaluation: FG-ARI over the whole video (ground-truth background left out), mIoU after Hungarian matching per
+video, and attribute probes on frozen slots: slots are matched to objects by their masks, then a linear probe
+predicts shape and colour (accuracy) and a 2-layer MLP predicts the object's position (R^2), on held-out objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from slotssm import metrics
+from slotssm.tasks.base import Task
+from slotssm.tasks.common import (
+    VAL_SEED_OFFSET, TaskModel, batch_iter, build_sequence_model, generated_split, make_run_config, to_device,
+    to_float_frames, train_config,
+)
+from slotssm.tasks.registry import register_task
+from slotssm.vision import CNNEncoder, SpatialBroadcastDecoder
+
+
+@dataclass(frozen=True)
+class ObjectCentricConfig:
+    image_size: int = 64
+    num_frames: int = 24
+    min_objects: int = 3
+    max_objects: int = 10
+    variant: str = "a"  # "a" plain backgrounds, "b" coloured/textured backgrounds and more shapes
+    num_train: int = 1000
+    num_val: int = 100
+    seed: int = 0
+    cnn_channels: int = 64
+    cnn_strides: tuple[int, ...] = (2, 2, 1, 1)
+    decoder_hidden: int = 64
+    decoder_resolution: int = 64  # decode at this size, upsample to image_size (saves CPU time)
+
+    def __post_init__(self):
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise ValueError(f"min_objects/max_objects: expected 1 <= min <= max, got {self.min_objects}, {self.max_objects}")
+
+
+PRESETS = {
+    "tiny": (dict(image_size=16, num_frames=3, min_objects=1, max_objects=2, num_train=8, num_val=4, cnn_channels=8,
+                  cnn_strides=(2, 1), decoder_hidden=8, decoder_resolution=16), "tiny", {},
+             dict(steps=4, batch_size=4, lr=3e-3, warmup=1)),
+    "small": (dict(image_size=32, num_frames=6, min_objects=2, max_objects=4, num_train=600, num_val=48,
+                   cnn_channels=32, cnn_strides=(2, 2, 1), decoder_hidden=32, decoder_resolution=32),
+              "bouncing_balls", dict(num_slots=5), dict(steps=1500, batch_size=16, lr=5e-4, warmup=100)),
+    "paper": (dict(), "movi", {}, dict(steps=200_000, batch_size=32, lr=1e-4, warmup=2500)),
+}
+
+
+@register_task
+class ObjectCentric(Task):
+    name = "object_centric"
+
+    @classmethod
+    def default_config(cls, preset: str, model_name: str):
+        cls.check_preset(preset)
+        data, model_preset, model_overrides, train = PRESETS[preset]
+        tr = dict(train)
+        tcfg = train_config(tr.pop("steps"), tr.pop("batch_size"), tr.pop("lr"), tr.pop("warmup"),
+                            eval_batch_size=8, ckpt_every=500)
+        from slotssm.models.registry import get_entry
+
+        known = {f.name for f in dataclasses.fields(get_entry(model_name).config_cls)} if model_name else set()
+        overrides = {k: v for k, v in model_overrides.items() if k in known}  # slot count, for slot models only
+        return make_run_config(cls.name, preset, model_name, ObjectCentricConfig(**data), model_preset,
+                               12 if preset == "tiny" else 64, tcfg, overrides)
+
+    def build_model(self):
+        d, seq = self.config.data, build_sequence_model(self.config)
+        encoder = CNNEncoder(3, seq.input_dim, channels=d.cnn_channels, num_layers=len(d.cnn_strides),
+                             strides=d.cnn_strides)
+        head = SpatialBroadcastDecoder(seq.d_model, d.image_size, 3, d.decoder_hidden, resolution=d.decoder_resolution)
+        return TaskModel(encoder, seq, head)
+
+    def datasets(self):
+        d = self.config.data
+        params = dict(num_frames=d.num_frames, image_size=d.image_size, num_objects=(d.min_objects, d.max_objects),
+                      variant=d.variant)
+        train = generated_split(self.data_dir, "shapes_video", params, d.num_train, d.seed, keys=["video"])
+        keys = ["video", "segmentations", "shape", "color_id", "positions", "visibility"]
+        val = generated_split(self.data_dir, "shapes_video", params, d.num_val, d.seed + VAL_SEED_OFFSET, keys=keys)
+        return train, val
+
+    def forward(self, model, video, return_slots: bool = False):
+        """video (B, T, H, W, 3) uint8 -> reconstruction (B, T, 3, H, W), masks (B, T, K, 1, H, W) [, slots]."""
+        frames = to_float_frames(video)
+        slots = model.seq(model.encoder(frames)).slots  # (B, T, K, D)
+        recon, masks, _ = model.head(slots)
+        return (recon, masks, frames, slots) if return_slots else (recon, masks, frames)
+
+    def loss(self, model, batch):
+        recon, _, frames = self.forward(model, batch["video"])
+        return F.mse_loss(recon, frames), {}
+
+    @torch.no_grad()
+    def evaluate(self, model, dataset, *, batch_size, device):
+        fg_ari, ari, miou, mse = [], [], [], []
+        feats, shapes, colours, positions = [], [], [], []
+        for batch in batch_iter(dataset, batch_size, self.collate):
+            batch = to_device(batch, device)
+            recon, masks, frames, slots = self.forward(model, batch["video"], return_slots=True)
+            pred = masks[:, :, :, 0].argmax(2).cpu().numpy()  # (B, T, H, W) slot id per pixel
+            true = batch["segmentations"].cpu().numpy()
+            fg_ari.append(metrics.ari(true, pred, ignore_background=True))
+            ari.append(metrics.ari(true, pred))
+            miou.append(metrics.miou(true, pred))
+            mse.append(((recon - frames) ** 2).mean(dim=(1, 2, 3, 4)).cpu().numpy())
+            self._probe_rows(batch, masks, slots, feats, shapes, colours, positions)
+        out = {"fg_ari": float(np.nanmean(np.concatenate(fg_ari))), "ari": float(np.nanmean(np.concatenate(ari))),
+               "miou": float(np.nanmean(np.concatenate(miou))), "mse": float(np.concatenate(mse).mean())}
+        if len(feats) >= 10:
+            x = np.stack(feats)
+            out["probe_shape_acc"] = metrics.linear_probe_accuracy(x, np.array(shapes))
+            out["probe_color_acc"] = metrics.linear_probe_accuracy(x, np.array(colours))
+            out["probe_position_r2"] = metrics.mlp_probe_r2(x, np.stack(positions))
+        return out
+
+    def _probe_rows(self, batch, masks, slots, feats, shapes, colours, positions):
+        """Match slots to objects by their masks (last frame), collect (slot feature, object attributes) rows."""
+        size = self.config.data.image_size
+        last_masks = masks[:, -1, :, 0].cpu().numpy()  # (B, K, H, W)
+        last_ids = batch["segmentations"][:, -1].cpu().numpy()  # (B, H, W)
+        kmax = batch["shape"].shape[1]
+        match = metrics.match_slots_to_objects(last_masks, last_ids, num_ids=kmax + 1)[:, 1:]  # (B, Kmax)
+        vis = batch["visibility"][:, -1].cpu().numpy()
+        slot_np = slots[:, -1].cpu().numpy()  # (B, K, D)
+        for b, o in zip(*np.nonzero((match >= 0) & vis)):
+            feats.append(slot_np[b, match[b, o]])
+            shapes.append(int(batch["shape"][b, o]))
+            colours.append(int(batch["color_id"][b, o]))
+            positions.append(batch["positions"][b, -1, o].cpu().numpy() / size)
+
+    @torch.no_grad()
+    def visualise(self, model, dataset, out_dir: Path, *, device):
+        from slotssm import viz
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        batch = to_device(self.collate([dataset[0]]), device)
+        recon, masks, frames = self.forward(model, batch["video"])
+        k = masks.shape[2]
+        palette = viz.slot_palette(k)  # (K, 3) uint8
+        seg = palette[masks[0, :, :, 0].argmax(1).cpu().numpy()]  # (T, H, W, 3)
+        rows = {"video": frames[0].permute(0, 2, 3, 1).cpu().numpy(),
+                "reconstruction": recon[0].clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy(), "slot masks": seg}
+        if "segmentations" in batch:
+            rows["ground truth"] = viz.slot_palette(int(batch["segmentations"].max()) + 1)[batch["segmentations"][0].cpu().numpy()]
+        paths = [viz.frame_grid(rows, out_dir / "segmentation.png", max_cols=12),
+                 viz.save_gif(np.concatenate([rows["video"], rows["reconstruction"], seg / 255.0], axis=2),
+                              out_dir / "segmentation.gif", fps=4, scale=2)]
+        per_slot = masks[0, -1, :, 0].cpu().numpy()  # (K, H, W) masks of the last frame
+        paths.append(viz.frame_grid({"slot masks (last frame)": per_slot}, out_dir / "slot_masks.png"))
+        return [Path(p) for p in paths]

@@ -1,0 +1,201 @@
+"""CATER-style snitch localisation (paper §7.4, Table 1).
+
+Legend: B batch, T sampled frames, K slots, M tokens per frame, D width, H/W pixels.
+
+Frames are sampled as in the paper: in training one random frame from each of `segments` equal segments, in
+evaluation every `stride`-th frame. A CNN encoder and the sequence model produce slots; the slots of the last step
+go to a small transformer predictor with one CLS token and a 36-way classifier (the snitch's final cell on a 6x6
+grid). Metrics: top-1, top-5 and the mean L1 distance in grid cells.
+
+Two settings of the paper: trained directly (`objective="classify"`), and pre-trained on reconstruction
+(`objective="reconstruct"`, a spatial broadcast decoder) then fine-tuned (`init_from=RUN_DIR` of the pre-training:
+its encoder and sequence model initialise the classifier's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slotssm import metrics
+from slotssm.layers import TransformerLayer
+from slotssm.tasks.base import Task
+from slotssm.tasks.common import (
+    VAL_SEED_OFFSET, TaskModel, batch_iter, build_sequence_model, generated_split, make_run_config, to_device,
+    to_float_frames, train_config,
+)
+from slotssm.tasks.registry import register_task
+from slotssm.vision import CNNEncoder, SpatialBroadcastDecoder
+
+GRID = 6
+
+
+@dataclass(frozen=True)
+class SnitchConfig:
+    image_size: int = 64
+    num_frames: int = 300
+    segments: int = 50  # training: one random frame from each segment
+    stride: int = 6  # evaluation: every stride-th frame
+    num_train: int = 2000
+    num_val: int = 200
+    seed: int = 0
+    objective: str = "classify"  # "classify" | "reconstruct" (pre-training)
+    init_from: str = ""  # run directory whose encoder + sequence model initialise this run
+    cnn_channels: int = 64
+    cnn_strides: tuple[int, ...] = (2, 2, 2, 1)
+    predictor_layers: int = 2
+    predictor_heads: int = 4
+    decoder_hidden: int = 32
+
+    def __post_init__(self):
+        if self.objective not in ("classify", "reconstruct"):
+            raise ValueError(f"objective: expected 'classify' or 'reconstruct', got {self.objective!r}")
+        if not 1 <= self.segments <= self.num_frames:
+            raise ValueError(f"segments: expected 1 <= segments <= num_frames={self.num_frames}, got {self.segments}")
+
+
+PRESETS = {
+    "tiny": (dict(image_size=32, num_frames=12, segments=4, stride=3, num_train=8, num_val=4, cnn_channels=8,
+                  cnn_strides=(2, 2, 2), predictor_layers=1, predictor_heads=2, decoder_hidden=8), "tiny",
+             dict(steps=4, batch_size=4, lr=3e-3, warmup=1)),
+    "small": (dict(image_size=32, num_frames=60, segments=10, stride=6, num_train=800, num_val=100, cnn_channels=32,
+                   cnn_strides=(2, 2, 1)), "bouncing_balls", dict(steps=1500, batch_size=16, lr=5e-4, warmup=100)),
+    "paper": (dict(), "snitch", dict(steps=100_000, batch_size=32, lr=1e-4, warmup=2500)),
+}
+
+
+class SnitchPredictor(nn.Module):
+    """One CLS token + transformer layers over the last step's slots -> 36 logits. slots (B, K, D) -> (B, 36)."""
+
+    def __init__(self, d_model: int, num_heads: int, num_layers: int):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
+        self.layers = nn.ModuleList(TransformerLayer(d_model, num_heads) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.out = nn.Linear(d_model, GRID * GRID)
+
+    def forward(self, slots: Tensor) -> Tensor:
+        x = torch.cat([self.cls.expand(slots.shape[0], -1, -1), slots], dim=1)  # (B, 1+K, D)
+        for layer in self.layers:
+            x, _ = layer(x)
+        return self.out(self.norm(x[:, 0]))
+
+
+@register_task
+class SnitchLocalization(Task):
+    name = "snitch_localization"
+
+    @classmethod
+    def default_config(cls, preset: str, model_name: str):
+        cls.check_preset(preset)
+        data, model_preset, train = PRESETS[preset]
+        tr = dict(train)
+        tcfg = train_config(tr.pop("steps"), tr.pop("batch_size"), tr.pop("lr"), tr.pop("warmup"),
+                            eval_batch_size=16, ckpt_every=500)
+        return make_run_config(cls.name, preset, model_name, SnitchConfig(**data), model_preset,
+                               12 if preset == "tiny" else 64, tcfg)
+
+    def build_model(self):
+        d, seq = self.config.data, build_sequence_model(self.config)
+        encoder = CNNEncoder(3, seq.input_dim, channels=d.cnn_channels, num_layers=len(d.cnn_strides),
+                             strides=d.cnn_strides)
+        if d.objective == "classify":
+            head = SnitchPredictor(seq.d_model, d.predictor_heads, d.predictor_layers)
+        else:
+            head = SpatialBroadcastDecoder(seq.d_model, d.image_size, 3, d.decoder_hidden,
+                                           resolution=min(d.image_size, 32))
+        model = TaskModel(encoder, seq, head)
+        if d.init_from:
+            self._init_from(model, d.init_from)
+        return model
+
+    def _init_from(self, model: TaskModel, run_dir: str) -> None:
+        """Copy the encoder and sequence model of a pre-training run (same architecture) into `model`."""
+        from slotssm.train.checkpoint import load_model_from_run
+
+        _, pre, cfg = load_model_from_run(run_dir, "cpu", data_dir=self.data_dir)
+        if cfg.model != self.config.model:
+            raise ValueError(f"init_from: {run_dir} has model config {cfg.model}, this run has {self.config.model}")
+        model.encoder.load_state_dict(pre.encoder.state_dict())
+        model.seq.load_state_dict(pre.seq.state_dict())
+
+    def datasets(self):
+        d = self.config.data
+        params = dict(num_frames=d.num_frames, image_size=d.image_size)
+        keys = ["video", "label"]
+        return (generated_split(self.data_dir, "snitch", params, d.num_train, d.seed, keys=keys),
+                generated_split(self.data_dir, "snitch", params, d.num_val, d.seed + VAL_SEED_OFFSET, keys=keys))
+
+    def sample_frames(self, video: Tensor, train: bool) -> Tensor:
+        """video (B, T_all, H, W, 3) -> frames (B, T, 3, H, W): one random frame per segment, or every stride-th."""
+        d = self.config.data
+        n = video.shape[1]
+        if not train:
+            return to_float_frames(video[:, :: d.stride])
+        edges = torch.linspace(0, n, d.segments + 1).long()
+        widths = (edges[1:] - edges[:-1]).to(video.device)
+        offsets = (torch.rand(video.shape[0], d.segments, device=video.device) * widths).long()  # torch RNG: resumable
+        idx = edges[:-1].to(video.device) + offsets  # (B, segments)
+        picked = torch.gather(video, 1, idx[:, :, None, None, None].expand(-1, -1, *video.shape[2:]))
+        return to_float_frames(picked)
+
+    def logits(self, model, frames: Tensor) -> Tensor:
+        slots = model.seq(model.encoder(frames)).slots  # (B, T, K, D)
+        return model.head(slots[:, -1])  # (B, 36)
+
+    def loss(self, model, batch):
+        frames = self.sample_frames(batch["video"], train=True)
+        if self.config.data.objective == "reconstruct":
+            recon, _, _ = model.head(model.seq(model.encoder(frames)).slots)
+            return F.mse_loss(recon, frames), {}
+        logits = self.logits(model, frames)
+        label = batch["label"].long()
+        loss = F.cross_entropy(logits, label)
+        return loss, {"top1": (logits.argmax(1) == label).float().mean().item()}
+
+    @torch.no_grad()
+    def evaluate(self, model, dataset, *, batch_size, device):
+        outs, labels, mse = [], [], []
+        for batch in batch_iter(dataset, batch_size, self.collate):
+            batch = to_device(batch, device)
+            frames = self.sample_frames(batch["video"], train=False)
+            if self.config.data.objective == "reconstruct":
+                recon, _, _ = model.head(model.seq(model.encoder(frames)).slots)
+                mse.append(F.mse_loss(recon, frames).item())
+            else:
+                outs.append(self.logits(model, frames).cpu())
+                labels.append(batch["label"].cpu())
+        if mse:
+            return {"recon_mse": float(np.mean(mse))}
+        logits, label = torch.cat(outs), torch.cat(labels)
+        res = metrics.topk_accuracy(logits, label, k=(1, 5))
+        res["grid_l1"] = metrics.grid_l1(logits, label, grid=GRID)
+        return res
+
+    @torch.no_grad()
+    def visualise(self, model, dataset, out_dir: Path, *, device):
+        from slotssm import viz
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        item = to_device(self.collate([dataset[0]]), device)
+        frames = self.sample_frames(item["video"], train=False)
+        rows = {"sampled frames": frames[0].permute(0, 2, 3, 1).cpu().numpy()}
+        if self.config.data.objective == "reconstruct":
+            recon, _, _ = model.head(model.seq(model.encoder(frames)).slots)
+            rows["reconstruction"] = recon[0].clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        paths = [viz.frame_grid(rows, out_dir / "snitch_frames.png", max_cols=12)]
+        if self.config.data.objective == "classify":
+            probs = self.logits(model, frames).softmax(-1)[0].view(GRID, GRID).cpu().numpy()
+            label = int(item["label"][0])
+            heat = np.repeat(np.repeat(probs / max(probs.max(), 1e-8), 8, 0), 8, 1)
+            truth = np.zeros_like(heat)
+            truth[(label // GRID) * 8 : (label // GRID + 1) * 8, (label % GRID) * 8 : (label % GRID + 1) * 8] = 1
+            paths.append(viz.frame_grid({"predicted cell probability": heat[None], "true cell": truth[None]},
+                                        out_dir / "snitch_prediction.png"))
+        return [Path(p) for p in paths]

@@ -1,0 +1,165 @@
+"""Video prediction on bouncing balls (paper §7.1, Fig. 4).
+
+Legend: B batch, T time, K slots, M patches per frame, D width, p patch side, H/W pixels.
+
+Training: teacher forcing. Frames are cut into p x p patches (PatchTokenizer), the sequence model turns the tokens of
+frames <= t into slots at t, and the transformer decoder (position queries cross-attending the slots) predicts frame
+t+1 as per-pixel Bernoulli logits (binary cross-entropy against the grey levels in [0, 1]).
+Evaluation (the paper's protocol): `context` ground-truth frames, then a `rollout`-frame autoregressive rollout
+through `step` that feeds the model its own predictions; MSE per rollout step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from slotssm.tasks.base import Task
+from slotssm.tasks.common import (
+    VAL_SEED_OFFSET, TaskModel, batch_iter, build_sequence_model, generated_split, make_run_config, to_device,
+    to_float_frames, train_config,
+)
+from slotssm.tasks.registry import register_task
+from slotssm.vision import PatchTokenizer, TransformerDecoder
+from slotssm.vision.encoders import unpatchify
+
+
+@dataclass(frozen=True)
+class VideoPredictionConfig:
+    image_size: int = 64
+    num_objects: int = 4
+    train_frames: int = 30  # frames per training video
+    context: int = 10  # evaluation: ground-truth frames given
+    rollout: int = 20  # evaluation: frames predicted from the model's own outputs
+    num_train: int = 1000
+    num_val: int = 100
+    seed: int = 0
+    patch: int = 8
+    decoder_width: int = 64
+    decoder_heads: int = 4
+    decoder_layers: int = 3
+
+    def __post_init__(self):
+        if self.image_size % self.patch:
+            raise ValueError(f"patch: must divide image_size={self.image_size}, got {self.patch}")
+        if self.context < 1 or self.rollout < 1 or self.train_frames < 2:
+            raise ValueError("context, rollout must be >= 1 and train_frames >= 2")
+
+
+PRESETS = {
+    # name: (data overrides, model preset, train settings)
+    "tiny": (dict(image_size=16, patch=4, train_frames=6, context=3, rollout=3, num_train=8, num_val=4,
+                  decoder_width=16, decoder_heads=2, decoder_layers=1), "tiny", dict(steps=4, batch_size=4, lr=3e-3, warmup=1)),
+    "small": (dict(image_size=32, patch=4, num_objects=3, train_frames=20, context=10, rollout=20, num_train=512,
+                   num_val=32, decoder_width=64, decoder_layers=2), "bouncing_balls",
+              dict(steps=600, batch_size=16, lr=1e-3, warmup=50)),
+    "paper": (dict(), "bouncing_balls", dict(steps=300_000, batch_size=32, lr=1e-4, warmup=2500)),
+}
+TOKEN_WIDTH = {"tiny": 12, "small": 64, "paper": 64}
+
+
+@register_task
+class VideoPrediction(Task):
+    name = "video_prediction"
+
+    @classmethod
+    def default_config(cls, preset: str, model_name: str):
+        cls.check_preset(preset)
+        data, model_preset, train = PRESETS[preset]
+        tr = dict(train)
+        tcfg = train_config(tr.pop("steps"), tr.pop("batch_size"), tr.pop("lr"), tr.pop("warmup"),
+                            eval_batch_size=16, ckpt_every=200, log_every=10)
+        return make_run_config(cls.name, preset, model_name, VideoPredictionConfig(**data), model_preset,
+                               TOKEN_WIDTH[preset], tcfg)
+
+    def build_model(self):
+        d, seq = self.config.data, build_sequence_model(self.config)
+        encoder = PatchTokenizer(d.image_size, d.patch, 1, seq.input_dim)
+        head = TransformerDecoder(encoder.num_patches, d.patch * d.patch, d.decoder_width, d.decoder_heads,
+                                  d.decoder_layers, d_slot=seq.d_model)
+        return TaskModel(encoder, seq, head)
+
+    def datasets(self):
+        d = self.config.data
+        params = dict(num_objects=d.num_objects, image_size=d.image_size)
+        train = generated_split(self.data_dir, "bouncing_balls", {**params, "num_frames": d.train_frames},
+                                d.num_train, d.seed, keys=["frames"])
+        val = generated_split(self.data_dir, "bouncing_balls", {**params, "num_frames": d.context + d.rollout},
+                              d.num_val, d.seed + VAL_SEED_OFFSET, keys=["frames"])
+        return train, val
+
+    def _decode(self, model, slots):
+        """slots (B, T, K, D) -> next-frame logits (B, T, 1, H, W) and slot attention (B, T, M, K)."""
+        d = self.config.data
+        patches, attn = model.head(slots)  # (B, T, M, p*p)
+        return unpatchify(patches, d.image_size, d.patch, channels=1), attn
+
+    def loss(self, model, batch):
+        frames = to_float_frames(batch["frames"])  # (B, T, 1, H, W)
+        slots = model.seq(model.encoder(frames[:, :-1])).slots  # (B, T-1, K, D)
+        logits, _ = self._decode(model, slots)
+        loss = F.binary_cross_entropy_with_logits(logits, frames[:, 1:])
+        with torch.no_grad():
+            mse = F.mse_loss(torch.sigmoid(logits), frames[:, 1:]).item()
+        return loss, {"mse": mse}
+
+    @torch.no_grad()
+    def rollout(self, model, frames, context: int, steps: int):
+        """frames (B, >= context, 1, H, W) -> predictions (B, steps, 1, H, W) and slot attention (B, steps, M, K).
+
+        The first `context` frames are ground truth; each prediction is fed back as the next input.
+        """
+        seq = model.seq
+        out = seq(model.encoder(frames[:, :context]))  # parallel over the context
+        state = out.state
+        logits, attn = self._decode(model, out.slots[:, -1:])
+        preds, attns = [torch.sigmoid(logits)], [attn]
+        for t in range(steps - 1):
+            tokens = model.encoder(preds[-1], t0=context + t)[:, 0]  # (B, M, D_in)
+            slots, state = seq.step(tokens, state)
+            logits, attn = self._decode(model, slots[:, None])
+            preds.append(torch.sigmoid(logits))
+            attns.append(attn)
+        return torch.cat(preds, 1), torch.cat(attns, 1)
+
+    def evaluate(self, model, dataset, *, batch_size, device):
+        d = self.config.data
+        sq_err, count = torch.zeros(d.rollout, dtype=torch.float64), 0
+        for batch in batch_iter(dataset, batch_size, self.collate):
+            frames = to_float_frames(to_device(batch, device)["frames"])
+            preds, _ = self.rollout(model, frames, d.context, d.rollout)
+            target = frames[:, d.context : d.context + d.rollout]
+            sq_err += ((preds - target) ** 2).mean(dim=(2, 3, 4)).sum(0).double().cpu()
+            count += frames.shape[0]
+        per_step = (sq_err / count).numpy()
+        metrics = {"rollout_mse": float(per_step.mean()), "rollout_mse_first": float(per_step[0]),
+                   "rollout_mse_last": float(per_step[-1])}
+        metrics.update({f"mse_step_{i + 1}": float(v) for i, v in enumerate(per_step)})
+        return metrics
+
+    def visualise(self, model, dataset, out_dir: Path, *, device):
+        from slotssm import viz
+
+        d = self.config.data
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        batch = to_device(self.collate([dataset[i] for i in range(min(4, len(dataset)))]), device)
+        frames = to_float_frames(batch["frames"])
+        preds, attn = self.rollout(model, frames, d.context, d.rollout)
+        gt = frames[0, d.context : d.context + d.rollout, 0].cpu().numpy()
+        pr = preds[0, :, 0].cpu().numpy()
+        paths = [viz.frame_grid({"ground truth": gt, "rollout": pr}, out_dir / "rollout.png")]
+        both = np.concatenate([gt, pr], axis=-1)  # side by side
+        paths.append(viz.save_gif(both, out_dir / "rollout.gif", fps=4))
+        grid = (d.image_size // d.patch,) * 2
+        paths.append(viz.attention_argmax_maps(attn[0].cpu().numpy(), out_dir / "slot_attention.png", grid,
+                                               frames=pr))
+        curve = self.evaluate(model, dataset, batch_size=16, device=device)
+        ys = [curve[f"mse_step_{i + 1}"] for i in range(d.rollout)]
+        paths.append(viz.plot_curves({model.seq.__class__.__name__: ys}, out_dir / "rollout_mse.png",
+                                     "rollout step", "MSE", "Rollout error"))
+        return [Path(p) for p in paths]
