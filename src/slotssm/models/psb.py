@@ -1,1 +1,226 @@
-"""Placeholder: this module is being written; it registers no model yet."""
+"""Parallelized Spatiotemporal Binding (PSB, Singh et al., ICML 2024): slots for all steps in parallel, causal in time.
+
+Legend: B batch, T time (new frames), K slots, M tokens per frame, D model width, D_in token width, H heads,
+P head width, C frames already cached, S keys = (C + T) * M.
+
+Learned initial slots (K, D) are broadcast over time and refined by `num_layers` blocks; one block on s (B, T, K, D):
+    s = s + InvCrossAttn(LN s_t, LN tokens of frames t' <= t)    (1) binding: per step, the K slots compete for
+                                                                      every token (softmax over slots x heads), then
+                                                                      each slot's weights are renormalised over the
+                                                                      tokens; `cross_window` = n > 0 restricts the
+                                                                      frames to t-n+1..t (0: every frame <= t)
+    s = s + TimeAttn(LN s over t' <= t, same slot index)          (2) causal, with a learned per-head bias indexed by
+                                                                      t - t' (clipped at max_distance)
+    s = s + SlotAttn(LN s over the K slots of step t)             (3) objects meet within a step
+    s = s + MLP(LN s)                                             (4)
+
+The inverted softmax runs over the slots *of one step*: slots of later steps never compete for a token, so step t's
+slots depend only on frames <= t, and `step` (one frame, with a KV cache) equals the parallel `forward`.
+Cost and memory of (1) grow as T * K * S (all frames <= t are keys of every step); a window keeps the cache at
+n - 1 frames but the parallel pass still scores every cached key before masking.
+
+State: per layer the keys/values of the tokens of the cached frames (B, H, C*M, P) for (1), and the time-attention
+inputs of every past step (B*K, offset, D) for (2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from slotssm.layers import InvertedAttention, SelfAttentionBlock
+from slotssm.models.base import SequenceModel, SequenceOutput
+from slotssm.models.registry import register_model
+
+
+def stepwise_inverted_attention(attn: InvertedAttention, x: Tensor, k: Tensor, v: Tensor,
+                                allowed: Tensor) -> tuple[Tensor, Tensor]:
+    """InvertedAttention with one query group per step: the softmax over queries runs over the K slots of each step.
+
+    Args:
+        attn: supplies the projections (q_proj, out_proj), heads and eps; k and v are already projected.
+        x: queries (B, T, K, D) (already normalised).
+        k, v: keys and values (B, H, S, P).
+        allowed: bool (T, S), True where step t may read key s.
+    Returns:
+        out (B, T, K, D); attn (B, H, T, K, S): weights after the softmax over (H, K), before renormalising over keys.
+    Equals `attn` applied step by step to (x[:, t], the allowed keys) (tested).
+    """
+    h = attn.num_heads
+    q = rearrange(attn.q_proj(x), "b t k (h p) -> b h t k p", h=h)  # (B, H, T, K, P)
+    logits = torch.einsum("bhtkp,bhsp->bhtks", q, k) / math.sqrt(attn.head_dim)  # (B, H, T, K, S)
+    mask = allowed[:, None, :]  # (T, 1, S)
+    logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)  # finite: fully masked keys stay NaN-free
+    w = rearrange(logits, "b h t k s -> b t (h k) s").softmax(dim=2)  # softmax over this step's slots x heads
+    w = rearrange(w, "b t (h k) s -> b h t k s", h=h) * mask
+    weights = w / (w.sum(dim=-1, keepdim=True) + attn.eps)  # renormalise over the keys
+    o = torch.einsum("bhtks,bhsp->bhtkp", weights, v)  # (B, H, T, K, P)
+    return attn.out_proj(rearrange(o, "b h t k p -> b t k (h p)")), w
+
+
+def cross_mask(num_new: int, num_cached: int, m: int, window: int, device=None) -> Tensor:
+    """Allowed (T, (C+T)*M): new step i (absolute C+i) reads frame f iff f <= C+i and (window == 0 or f > C+i-window)."""
+    frame = torch.arange((num_cached + num_new) * m, device=device) // m  # ((C+T)*M,)
+    query = num_cached + torch.arange(num_new, device=device)[:, None]  # (T, 1)
+    allowed = frame[None, :] <= query
+    if window > 0:
+        allowed &= frame[None, :] > query - window
+    return allowed
+
+
+class PSBState(NamedTuple):
+    """`offset` frames seen; `cached_frames` of them have token keys/values in `kv` (all, or the window's last n-1)."""
+
+    offset: int
+    cached_frames: int
+    kv: list[tuple[Tensor, Tensor]]  # per layer: (B, H, C*M, P) x2
+    time: list[Tensor]  # per layer: (B*K, offset, D)
+
+
+@dataclass(frozen=True)
+class PSBConfig:
+    """Hyper-parameters of PSB."""
+
+    input_dim: int = 64
+    d_model: int = 64
+    num_slots: int = 6
+    num_layers: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    cross_window: int = 0  # frames each step's slots read in (1): 0 = all frames <= t, n = the last n
+    max_distance: int = 32  # relative time bias: distances >= this share one value
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for name in ("input_dim", "d_model", "num_slots", "num_layers", "num_heads", "max_distance"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"num_heads: must divide d_model={self.d_model}, got {self.num_heads}")
+        if self.cross_window < 0:
+            raise ValueError(f"cross_window: expected 0 (every past frame) or a window >= 1, got {self.cross_window}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout}")
+
+
+class PSBBlock(nn.Module):
+    """One PSB block: (1) causal inverted cross-attention, (2) time attention, (3) slot attention, (4) MLP."""
+
+    def __init__(self, cfg: PSBConfig):
+        super().__init__()
+        d, h = cfg.d_model, cfg.num_heads
+        self.norm_slots, self.norm_tokens = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.cross = InvertedAttention(d, h)
+        self.time = SelfAttentionBlock(d, h, mlp=False, causal=True, dropout=cfg.dropout)
+        self.rel_bias = nn.Parameter(torch.zeros(h, cfg.max_distance + 1))  # (H, max_distance + 1)
+        self.space = SelfAttentionBlock(d, h, mlp=True, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+
+    def token_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Projected tokens x (B, T, M, D) -> keys, values (B, H, T*M, P)."""
+        c = rearrange(self.norm_tokens(x), "b t m d -> b (t m) d")
+        split = lambda y: rearrange(y, "b s (h p) -> b h s p", h=self.cross.num_heads)  # noqa: E731
+        return split(self.cross.k_proj(c)), split(self.cross.v_proj(c))
+
+    def time_bias(self, num_new: int, num_past: int, device=None) -> Tensor:
+        """(1, H, T, past+T) additive bias of query step past+i on key step j: rel_bias[:, clip(past+i-j)]."""
+        dist = num_past + torch.arange(num_new, device=device)[:, None] - torch.arange(num_past + num_new, device=device)
+        return self.rel_bias[:, dist.clamp(0, self.rel_bias.shape[1] - 1)][None]  # future pairs are masked anyway
+
+    def forward(self, s, k, v, allowed, time_past, return_attention=False):
+        """s (B, T, K, D); k, v (B, H, S, P); allowed (T, S); time_past (B*K, C', D)
+        -> s (B, T, K, D), time memory (B*K, C'+T, D), cross weights (B, H, T, K, S) | None."""
+        bsz, t = s.shape[:2]
+        a, w = stepwise_inverted_attention(self.cross, self.norm_slots(s), k, v, allowed)
+        s = s + a  # (1)
+        h = rearrange(s, "b t k d -> (b k) t d")  # each slot index alone in time
+        memory = torch.cat([time_past, h], dim=1)  # (B*K, C'+T, D)
+        h, _ = self.time(h, memory=memory, attn_bias=self.time_bias(t, time_past.shape[1], s.device))  # (2)
+        s = rearrange(h, "(b k) t d -> (b t) k d", b=bsz)  # the slots of one step together
+        s, _ = self.space(s)  # (3) + (4)
+        return rearrange(s, "(b t) k d -> b t k d", b=bsz), memory, (w if return_attention else None)
+
+
+TINY = dict(input_dim=12, d_model=16, num_slots=3, num_layers=2, num_heads=2, max_distance=4)
+
+
+# Presets: SlotSSM's widths, heads and slot counts; the depth is chosen so that the parameter count is within 15% of
+# SlotSSM's preset of the same name (tests/models/test_parallel_baselines.py; compared at input_dim=64).
+@register_model("psb", PSBConfig, presets={
+    "tiny": TINY,
+    "blinking_balls": dict(d_model=64, num_slots=6, num_layers=4, num_heads=4),
+    "bouncing_balls": dict(d_model=64, num_slots=6, num_layers=4, num_heads=4),
+    "snitch": dict(d_model=128, num_slots=8, num_layers=4, num_heads=4),
+    "movi": dict(d_model=192, num_slots=11, num_layers=4, num_heads=4),
+})
+class PSB(SequenceModel):
+    """PSB encoder. tokens (B, T, M, D_in) -> slots (B, T, K, D); parallel over time, KV-cache `step`."""
+
+    def __init__(self, cfg: PSBConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.input_dim, self.d_model, self.num_slots = cfg.input_dim, cfg.d_model, cfg.num_slots
+        self.input_proj = nn.Linear(cfg.input_dim, cfg.d_model)
+        self.init_slots = nn.Parameter(torch.randn(cfg.num_slots, cfg.d_model) * 0.02)  # (K, D)
+        self.layers = nn.ModuleList(PSBBlock(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def init_state(self, batch_size, device=None, dtype=None) -> PSBState:
+        like = self._param_like(device, dtype)
+        h = self.cfg.num_heads
+        p = self.d_model // h
+        empty_kv = lambda: (torch.zeros(batch_size, h, 0, p, **like), torch.zeros(batch_size, h, 0, p, **like))  # noqa: E731
+        time = [torch.zeros(batch_size * self.num_slots, 0, self.d_model, **like) for _ in self.layers]
+        return PSBState(0, 0, [empty_kv() for _ in self.layers], time)
+
+    def _check_state(self, state, bsz: int, m: int) -> None:
+        if not isinstance(state, PSBState) or len(state.kv) != len(self.layers):
+            raise ValueError(f"state: expected a PSBState with {len(self.layers)} layers, got {type(state).__name__}")
+        k = state.kv[0][0]
+        if k.shape[0] != bsz or state.time[0].shape[0] != bsz * self.num_slots:
+            raise ValueError(f"state: expected batch size {bsz}, got caches {tuple(k.shape)}, {tuple(state.time[0].shape)}")
+        if k.shape[2] != state.cached_frames * m:
+            raise ValueError(f"tokens: expected M={k.shape[2] // max(state.cached_frames, 1)} tokens per frame as in "
+                             f"the state's cache, got M={m}")
+
+    def _run(self, tokens: Tensor, state, return_attention: bool) -> SequenceOutput:
+        bsz, t, m = tokens.shape[:3]
+        state = self.init_state(bsz, tokens.device, tokens.dtype) if state is None else state
+        self._check_state(state, bsz, m)
+        x = self.input_proj(tokens)  # (B, T, M, D)
+        c, window = state.cached_frames, self.cfg.cross_window
+        allowed = cross_mask(t, c, m, window, tokens.device)  # (T, (C+T)*M)
+        keep = c + t if window == 0 else min(c + t, window - 1)  # frames whose keys/values the next chunk needs
+        s = self.init_slots.expand(bsz, t, -1, -1)  # (B, T, K, D): the same initial slots at every step
+        kv, time, w = [], [], None
+        for layer, (k_past, v_past), time_past in zip(self.layers, state.kv, state.time):
+            k_new, v_new = layer.token_kv(x)  # (B, H, T*M, P)
+            k, v = torch.cat([k_past, k_new], 2), torch.cat([v_past, v_new], 2)  # (B, H, S, P)
+            s, memory, w = layer(s, k, v, allowed, time_past, return_attention)
+            kv.append((k[:, :, (c + t - keep) * m:], v[:, :, (c + t - keep) * m:]))
+            time.append(memory)
+        maps = None
+        if return_attention:  # the last block's weights on each step's own frame: sum over slots = 1 per token
+            steps = torch.arange(t, device=tokens.device)
+            own = rearrange(w, "b h t k (f m) -> b h t k f m", m=m)[:, :, steps, :, c + steps]  # (T, B, H, K, M)
+            maps = {"encoder": rearrange(own.sum(2), "t b k m -> b t k m")}
+        return SequenceOutput(self.norm(s), maps, PSBState(state.offset + t, keep, kv, time))
+
+    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
+        """tokens (B, T, M, D_in), state | None -> slots (B, T, K, D), state after the last frame.
+
+        Attention maps: "encoder" (B, T, K, M): the last block's inverted-attention weights (softmax over slots,
+        summed over heads) on the tokens of each step's own frame.
+        """
+        self.check_tokens(tokens)
+        return self._run(tokens, state, return_attention)
+
+    def step(self, tokens_t, state):
+        """tokens_t (B, M, D_in), state -> slots_t (B, K, D), state."""
+        self.check_step_tokens(tokens_t)
+        out = self._run(tokens_t[:, None], state, False)
+        return out.slots[:, 0], out.state
