@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from slotssm.data.physics import place_discs
 from slotssm.data.registry import GeneratorSpec, register
 from slotssm.data.render import SHAPES, ObjectLayer, visible_counts
 from slotssm.data.shapes_video import COLORS, draw_scene
@@ -103,7 +104,7 @@ def _schedule(rng: np.random.Generator, p: dict[str, Any], k: int, c: int, sizes
     t, size, slot = p["num_frames"], float(p["image_size"]), p["slot_length"]
     pos = np.zeros((t, k, 2))
     contained = np.zeros(t, dtype=bool)
-    cur = rng.uniform(sizes[:, None], size - sizes[:, None], size=(k, 2))  # (k, 2)
+    cur = place_discs(rng, sizes, size, size)  # (k, 2) apart at the start: the snitch is seen first
     holder = -1  # cone containing the snitch
     for s0 in range(0, t, slot):
         s1 = min(s0 + slot, t)
