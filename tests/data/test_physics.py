@@ -21,7 +21,8 @@ def _ball_collisions(out):
     v, pos, r = out["velocities"], out["positions"], out["radii"]
     changed = np.abs(np.diff(v, axis=1)).sum(-1) > 1e-9  # (n, T-1, K)
     size = 48
-    near_wall = ((pos[:, 1:] - r[:, None, :, None]) < 3.5).any(-1) | ((pos[:, 1:] + r[:, None, :, None]) > size - 3.5).any(-1)
+    edge = r[:, None, :, None]
+    near_wall = ((pos[:, 1:] - edge) < 3.5).any(-1) | ((pos[:, 1:] + edge) > size - 3.5).any(-1)
     return (changed & ~near_wall).sum()
 
 

@@ -21,7 +21,7 @@ def stored(tmp_path):
 
 
 def test_save_load_round_trip(tmp_path):
-    arrays = {"frames": np.arange(2 * 3 * 4 * 4, dtype=np.uint8).reshape(2, 3, 4, 4), "x": np.linspace(0, 1, 6).reshape(2, 3)}
+    arrays = {"frames": np.arange(96, dtype=np.uint8).reshape(2, 3, 4, 4), "x": np.linspace(0, 1, 6).reshape(2, 3)}
     manifest = save(arrays, tmp_path, {"generator": "custom", "version": 1, "params": {}, "seed": 0, "num_videos": 2})
     loaded, m = load(tmp_path, verify=True)
     assert m == manifest and m["generator"] == "custom"

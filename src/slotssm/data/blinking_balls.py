@@ -68,7 +68,9 @@ def target_colors_from_log(picked_ball: np.ndarray, picked_color: np.ndarray, nu
     picked_ball (n, T) in [0, K); picked_color (n, T) in 2..6 -> (n, K) int64 in 1..6 (1 = white: never picked).
     """
     if picked_ball.shape != picked_color.shape or picked_ball.ndim != 2:
-        raise ValueError(f"picked_ball, picked_color: expected (n, T) each, got {picked_ball.shape}, {picked_color.shape}")
+        raise ValueError(
+            f"picked_ball, picked_color: expected (n, T) each, got {picked_ball.shape}, {picked_color.shape}"
+        )
     if rule not in RULES:
         raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
     n, t = picked_ball.shape

@@ -147,7 +147,8 @@ def video_rngs(seed: int, offset: int, num_videos: int) -> list[np.random.Genera
     """One independent generator per video index ``offset .. offset + num_videos - 1``, derived from (seed, index)."""
     if seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed}")
-    return [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,))) for i in range(offset, offset + num_videos)]
+    indices = range(offset, offset + num_videos)
+    return [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,))) for i in indices]
 
 
 def generate(name: str, num_videos: int, seed: int = 0, *, offset: int = 0, **params: Any) -> dict[str, np.ndarray]:

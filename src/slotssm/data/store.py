@@ -1,4 +1,4 @@
-"""Datasets as files: one .npy per array plus manifest.json; generate once, memory-map on load, never regenerate silently.
+"""Datasets as files: one .npy per array plus manifest.json; generated once, memory-mapped, never silently redone.
 
 Layout of a dataset directory::
 
