@@ -23,7 +23,7 @@ def test_slot_rnn_permuting_cls_and_initial_states_permutes_slots():
     perm = torch.tensor([2, 0, 1])
     with torch.no_grad():
         before = model(x, state=state)
-        cls = model.layers[0].encoder.cls
+        cls = model.encoder.cls
         cls.copy_(cls[perm])
         after = model(x, state=[h[:, perm] for h in state])
     torch.testing.assert_close(after.slots, before.slots[:, :, perm], rtol=1e-5, atol=1e-5)

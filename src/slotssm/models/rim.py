@@ -12,7 +12,8 @@ One step on the frame's tokens x (B, M, D_in) and module states h (B, K, D):
     h = where(active, h~, h)                         inactive modules keep their state exactly
 The top-k choice is not differentiable; gradients reach the input attention through the values it weighs.
 Per-module weights are stacked (K, in, out) and applied with one einsum, never a loop over modules. `forward`
-runs `step` frame by frame (the recurrence is not parallel in time).
+computes what `step` computes frame by frame (the recurrence is not parallel in time), with the state-free token
+keys and values of all frames computed at once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from slotssm.models.base import SequenceModel, SequenceOutput, run_steps
+from slotssm.models.base import SequenceModel, SequenceOutput
 from slotssm.models.registry import register_model
 
 
@@ -160,18 +161,22 @@ class RIM(SequenceModel):
             want_c = "None" if self.cfg.cell == "gru" else want
             raise ValueError(f"state: expected c {want_c} for a {self.cfg.cell} cell")
 
-    def _frame(self, tokens_t: Tensor, state: RIMState, return_attention: bool):
-        """tokens_t (B, M, D_in), state -> slots (B, K, D), new state, maps of this frame | None."""
-        self._check_state(state, tokens_t.shape[0])
+    def _read(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Frames (..., M, D_in) -> keys (..., M+1, A), values (..., M+1, D), the null token last. No state."""
+        x = self.norm_input(tokens)
+        x = torch.cat([x, x.new_zeros(*x.shape[:-2], 1, x.shape[-1])], -2)  # (..., M+1, D_in)
+        return self.key(x), self.value(x)
+
+    def _frame(self, keys: Tensor, values: Tensor, state: RIMState, return_attention: bool):
+        """keys (B, M+1, A), values (B, M+1, D), state -> slots (B, K, D), new state, maps of this frame | None."""
+        self._check_state(state, keys.shape[0])
         h, c = state
-        x = self.norm_input(tokens_t)  # (B, M, D_in)
-        x = torch.cat([x, x.new_zeros(x.shape[0], 1, x.shape[2])], 1)  # (B, M+1, D_in) null token last
-        logits = self.query(h) @ self.key(x).transpose(1, 2) / math.sqrt(self.cfg.input_key_dim)  # (B, K, M+1)
+        logits = self.query(h) @ keys.transpose(1, 2) / math.sqrt(self.cfg.input_key_dim)  # (B, K, M+1)
         attn = logits.softmax(-1)  # (B, K, M+1)
         null = attn[..., -1]  # (B, K)
         chosen = null.topk(self.cfg.top_k, dim=1, largest=False).indices  # (B, top_k)
         active = torch.zeros_like(null, dtype=torch.bool).scatter_(1, chosen, True)  # (B, K)
-        h_new, c_new = self.cells(attn @ self.value(x), h, c)  # (B, K, D)
+        h_new, c_new = self.cells(attn @ values, h, c)  # (B, K, D)
         keep = active.unsqueeze(-1)  # (B, K, 1)
         h_new = torch.where(keep, h_new, h)  # communication reads active modules' new, inactive' old states
         update, comm = self.communication(h_new)  # (B, K, D), (B, H, K, K)
@@ -184,21 +189,22 @@ class RIM(SequenceModel):
 
     def step(self, tokens_t, state):
         self.check_step_tokens(tokens_t)
-        slots, state, _ = self._frame(tokens_t, state, False)
+        slots, state, _ = self._frame(*self._read(tokens_t), state, False)
         return slots, state
 
     def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
+        """Same as `step` frame by frame; the token keys and values (state-free) are computed for all frames at once."""
         self.check_tokens(tokens)
-        if not return_attention:
-            slots, state = run_steps(self, tokens, state)
-            return SequenceOutput(slots, None, state)
+        keys, values = self._read(tokens)  # (B, T, M+1, A), (B, T, M+1, D)
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
         slots, maps = [], []
-        for tokens_t in tokens.unbind(1):
-            s, state, m = self._frame(tokens_t, state, True)
+        for k_t, v_t in zip(keys.unbind(1), values.unbind(1)):
+            s, state, m = self._frame(k_t, v_t, state, return_attention)
             slots.append(s)
             maps.append(m)
-        stacked = {name: torch.stack([m[name] for m in maps], 1) for name in maps[0]}  # (B, T, ...)
-        stacked["encoder"] = stacked["input"]
+        stacked = None
+        if return_attention:
+            stacked = {name: torch.stack([m[name] for m in maps], 1) for name in maps[0]}  # (B, T, ...)
+            stacked["encoder"] = stacked["input"]
         return SequenceOutput(torch.stack(slots, 1), stacked, state)

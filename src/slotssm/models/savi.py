@@ -10,7 +10,8 @@ One step on the frame's tokens x (B, M, D_in) and the predicted slots s^ (B, K, 
         s = s + MLP(LN s)
     output s;  next state s^ = Predictor(s)               transformer layers across the slots
 The first frame's prior is learned (K, D), or conditional: `init_state(..., conditioning=(B, K, C))` maps, e.g.,
-first-frame boxes or positions through an MLP to the initial slots. `forward` runs `step` frame by frame.
+first-frame boxes or positions through an MLP to the initial slots. `forward` computes what `step` computes frame
+by frame, with the state-free token MLP run on all frames at once.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from slotssm.layers import MLP, InvertedAttention, TransformerLayer
-from slotssm.models.base import SequenceModel, SequenceOutput, run_steps
+from slotssm.models.base import SequenceModel, SequenceOutput
 from slotssm.models.registry import register_model
 
 
@@ -73,13 +74,13 @@ class Corrector(nn.Module):
         return s, attn.squeeze(1)  # attention of the last iteration (B, K, M)
 
 
-TINY = dict(input_dim=12, d_model=16, num_slots=3, num_heads=2, predictor_layers=1)
+TINY = dict(input_dim=12, d_model=16, num_slots=3, num_heads=2, predictor_layers=2)
 
 
 # Presets keep SlotSSM's slot width and count; the predictor depth is what matches SlotSSM's parameter count
 # (SAVi's corrector and a one-layer predictor hold about 45% of it).
 @register_model("savi", SAViConfig, presets={
-    "tiny": {**TINY, "predictor_layers": 2},  # for tests
+    "tiny": TINY,  # for tests
     "blinking_balls": dict(d_model=64, num_slots=6, predictor_layers=5),
     "bouncing_balls": dict(d_model=64, num_slots=6, predictor_layers=5),
     "snitch": dict(d_model=128, num_slots=8, predictor_layers=5),
@@ -127,12 +128,15 @@ class SAVi(SequenceModel):
             raise ValueError(f"conditioning: expected shape (B, K, C) = {want}, got {got}")
         return self.conditioning(conditioning.to(**self._param_like(device, dtype)))  # (B, K, D)
 
-    def _frame(self, tokens_t: Tensor, state: Tensor, return_attention: bool):
-        """tokens_t (B, M, D_in), prior (B, K, D) -> slots (B, K, D), next prior (B, K, D), maps | None."""
-        want = (tokens_t.shape[0], self.num_slots, self.d_model)
+    def _read(self, tokens: Tensor) -> Tensor:
+        """Frames (..., M, D_in) -> token features u (..., M, D). Independent of the state."""
+        return self.token_mlp(self.token_norm(tokens))
+
+    def _frame(self, u: Tensor, state: Tensor, return_attention: bool):
+        """u (B, M, D), prior (B, K, D) -> slots (B, K, D), next prior (B, K, D), maps | None."""
+        want = (u.shape[0], self.num_slots, self.d_model)
         if not isinstance(state, Tensor) or tuple(state.shape) != want:
             raise ValueError(f"state: expected prior slots of shape {want}, got {tuple(getattr(state, 'shape', ()))}")
-        u = self.token_mlp(self.token_norm(tokens_t))  # (B, M, D)
         s, attn = self.corrector(state, u)  # (B, K, D), (B, K, M)
         prior, maps = s, None
         for layer in self.predictor:
@@ -143,21 +147,22 @@ class SAVi(SequenceModel):
 
     def step(self, tokens_t, state):
         self.check_step_tokens(tokens_t)
-        slots, state, _ = self._frame(tokens_t, state, False)
+        slots, state, _ = self._frame(self._read(tokens_t), state, False)
         return slots, state
 
     def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
+        """Same as `step` frame by frame; the token MLP (state-free) runs on all frames at once."""
         self.check_tokens(tokens)
-        if not return_attention:
-            slots, state = run_steps(self, tokens, state)
-            return SequenceOutput(slots, None, state)
+        u = self._read(tokens)  # (B, T, M, D)
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
         slots, maps = [], []
-        for tokens_t in tokens.unbind(1):
-            s, state, m = self._frame(tokens_t, state, True)
+        for u_t in u.unbind(1):
+            s, state, m = self._frame(u_t, state, return_attention)
             slots.append(s)
             maps.append(m)
-        stacked = {name: torch.stack([m[name] for m in maps], 1) for name in maps[0]}  # (B, T, ...)
-        stacked["encoder"] = stacked["corrector"]
+        stacked = None
+        if return_attention:
+            stacked = {name: torch.stack([m[name] for m in maps], 1) for name in maps[0]}  # (B, T, ...)
+            stacked["encoder"] = stacked["corrector"]
         return SequenceOutput(torch.stack(slots, 1), stacked, state)

@@ -3,13 +3,14 @@
 Legend: B batch, T time, K slots, M tokens per frame, D model width, D_in token width, H heads.
 
 One layer at frame t, on slots e_t (B, K, D) and its recurrent state h_{t-1} (B, K, D):
-    e_t = SlotEncoder(CLS, tokens_t)            first layer only (App. C.1 eqs. 18-22); later layers read the
-                                                previous layer's output slots
+    e_t = SlotEncoder(CLS, tokens_t)            before the first layer (App. C.1 eqs. 18-22); later layers read
+                                                the previous layer's output slots
     h_t^k = GRU(LN e_t^k, h_{t-1}^k)            one GRU cell, weights shared by every slot, each slot its own state
     h_t = SlotMixer(h_t)                        self-attention across the slots + MLP (eqs. 9-10)
 The mixed slots are both the layer's output and its state for the next frame, so slots interact only through the
-mixer. The recurrence cannot be parallelised over time: `forward` runs `step` frame by frame, and `step` handles
-all B*K slots of a frame in one GRU call.
+mixer. The recurrence cannot be parallelised over time: `forward` computes what `step` computes frame by frame,
+except that the slot encoder, which does not read the state, runs on all frames in one batch; `step` handles all
+B*K slots of a frame in one GRU call.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
-from slotssm.models.base import SequenceModel, SequenceOutput, run_steps
+from slotssm.models.base import SequenceModel, SequenceOutput
 from slotssm.models.registry import register_model
 from slotssm.models.slotssm import SlotEncoder, SlotMixer
 
@@ -50,25 +52,18 @@ class SlotRNNConfig:
 class SlotRNNLayer(nn.Module):
     """One SlotRNN layer at one frame: slots e (B, K, D), state h (B, K, D) -> mixed slots (B, K, D) = new state."""
 
-    def __init__(self, cfg: SlotRNNConfig, first: bool):
+    def __init__(self, cfg: SlotRNNConfig):
         super().__init__()
         d = cfg.d_model
-        self.encoder = None
-        if first:
-            self.encoder = SlotEncoder(d, cfg.num_slots, cfg.num_heads, cfg.encoder_layers, cfg.mlp_ratio)
         self.norm = nn.LayerNorm(d)
-        self.cell = nn.GRUCell(d, d)  # shared by all slots (App. C.2)
+        self.cell = nn.GRUCell(d, d)  # one cell for all slots (App. C.2)
         self.mixer = SlotMixer(d, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
 
-    def forward(self, e: Tensor, h: Tensor, return_attention: bool = False):
-        """e: tokens (B, M, D) for the first layer, else slots (B, K, D); h (B, K, D) -> (s (B, K, D), maps | None)."""
-        enc_attn = None
-        if self.encoder is not None:
-            e, enc_attn = self.encoder(e, return_attention)  # (B, K, D), (B, K, M)
+    def forward(self, e: Tensor, h: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        """e (B, K, D), h (B, K, D) -> (s (B, K, D), mixer attention (B, H, K, K) | None)."""
         bsz, k, d = h.shape
         h = self.cell(self.norm(e).reshape(bsz * k, d), h.reshape(bsz * k, d)).view(bsz, k, d)  # (B, K, D)
-        s, mix_attn = self.mixer(h, return_attention)  # (B, K, D), (B, H, K, K)
-        return s, ({"encoder": enc_attn, "mixer": mix_attn} if return_attention else None)
+        return self.mixer(h, return_attention)  # (B, K, D), (B, H, K, K)
 
 
 TINY = dict(input_dim=12, d_model=16, num_slots=3, num_layers=2, num_heads=2, encoder_layers=1)
@@ -96,7 +91,8 @@ class SlotRNN(SequenceModel):
         self.cfg = cfg
         self.input_dim, self.d_model, self.num_slots = cfg.input_dim, cfg.d_model, cfg.num_slots
         self.input_proj = nn.Linear(cfg.input_dim, cfg.d_model)
-        self.layers = nn.ModuleList(SlotRNNLayer(cfg, first=i == 0) for i in range(cfg.num_layers))
+        self.encoder = SlotEncoder(cfg.d_model, cfg.num_slots, cfg.num_heads, cfg.encoder_layers, cfg.mlp_ratio)
+        self.layers = nn.ModuleList(SlotRNNLayer(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def init_state(self, batch_size, device=None, dtype=None) -> list[Tensor]:
@@ -111,36 +107,40 @@ class SlotRNN(SequenceModel):
             if not isinstance(h, Tensor) or tuple(h.shape) != want:
                 raise ValueError(f"state: expected tensors of shape {want}, got {getattr(h, 'shape', type(h))}")
 
-    def _frame(self, tokens_t: Tensor, state, return_attention: bool):
-        """tokens_t (B, M, D_in), state -> slots (B, K, D), new state, maps of this frame | None."""
-        self._check_state(state, tokens_t.shape[0])
-        s = self.input_proj(tokens_t)  # (B, M, D)
-        new, maps = [], {}
+    def _encode(self, tokens: Tensor, return_attention: bool) -> tuple[Tensor, Tensor | None]:
+        """Frames (B', M, D_in) -> slots (B', K, D), attention (B', K, M) | None. Independent of the state."""
+        return self.encoder(self.input_proj(tokens), return_attention)  # eqs. 18-22
+
+    def _frame(self, e: Tensor, state: list[Tensor], return_attention: bool):
+        """Encoded slots e (B, K, D), state -> slots (B, K, D), new state, mixer attention (B, H, K, K) | None."""
+        self._check_state(state, e.shape[0])
+        new, attn = [], None
         for layer, h in zip(self.layers, state):
-            s, m = layer(s, h, return_attention)  # (B, K, D)
-            new.append(s)
-            if return_attention:
-                if m["encoder"] is not None:  # only the first layer reads tokens
-                    maps["encoder"] = m["encoder"]
-                maps["mixer"] = m["mixer"]
-        return self.norm(s), new, (maps if return_attention else None)
+            e, attn = layer(e, h, return_attention)  # (B, K, D)
+            new.append(e)
+        return self.norm(e), new, attn
 
     def step(self, tokens_t, state):
         self.check_step_tokens(tokens_t)
-        slots, state, _ = self._frame(tokens_t, state, False)
+        e, _ = self._encode(tokens_t, False)  # (B, K, D)
+        slots, state, _ = self._frame(e, state, False)
         return slots, state
 
     def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
+        """Same as `step` frame by frame, but the slot encoder (which does not read the state) runs on all frames
+        at once; only the GRU and the mixer loop over time."""
         self.check_tokens(tokens)
-        if not return_attention:
-            slots, state = run_steps(self, tokens, state)
-            return SequenceOutput(slots, None, state)
+        bsz, t = tokens.shape[:2]
+        e, enc_attn = self._encode(rearrange(tokens, "b t m c -> (b t) m c"), return_attention)  # (B*T, K, D)
+        e = rearrange(e, "(b t) k d -> b t k d", b=bsz)
         if state is None:
-            state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
-        slots, maps = [], []
-        for tokens_t in tokens.unbind(1):
-            s, state, m = self._frame(tokens_t, state, True)
+            state = self.init_state(bsz, tokens.device, tokens.dtype)
+        slots, mixer = [], []
+        for e_t in e.unbind(1):
+            s, state, attn = self._frame(e_t, state, return_attention)  # (B, K, D)
             slots.append(s)
-            maps.append(m)
-        stacked = {name: torch.stack([m[name] for m in maps], 1) for name in maps[0]}  # (B, T, ...)
-        return SequenceOutput(torch.stack(slots, 1), stacked, state)
+            mixer.append(attn)
+        maps = None
+        if return_attention:
+            maps = {"encoder": rearrange(enc_attn, "(b t) k m -> b t k m", b=bsz), "mixer": torch.stack(mixer, 1)}
+        return SequenceOutput(torch.stack(slots, 1), maps, state)
