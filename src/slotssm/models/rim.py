@@ -8,7 +8,8 @@ One step on the frame's tokens x (B, M, D_in) and module states h (B, K, D):
     a = softmax_{M+1}(q_k(h) . key(x') / sqrt A)     input attention, each module its own query weights
     active = the top_k modules that attend least to the null token      (B, K) bool, exactly top_k per sample
     h~ = Cell_k(a @ value(x'), h)                    a GRU or LSTM cell per module (separate weights)
-    h~ = h~ + CommAttn_k(h~ over all modules)        communication among modules, residual
+    h~ = h~ + CommAttn_k(h~ over all modules)        communication, residual; keys and values from every module
+                                                     (active: h~, inactive: their old h)
     h = where(active, h~, h)                         inactive modules keep their state exactly
 The top-k choice is not differentiable; gradients reach the input attention through the values it weighs.
 Per-module weights are stacked (K, in, out) and applied with one einsum, never a loop over modules. `forward`
