@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "slotssm.data.cli",
     "slotssm.train.cli",
+    "slotssm.demo",
 )
 
 
