@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "slotssm.data.cli",
     "slotssm.train.cli",
     "slotssm.demo",
+    "slotssm.reproduce",
 )
 
 

@@ -1,0 +1,183 @@
+"""`slotssm reproduce EXPERIMENT`: the paper's comparisons at CPU scale, equal budgets, several seeds, a results page.
+
+Every model of an experiment trains for the same number of steps with the same batch size on the same generated
+data (seeds vary the initialisation and the data order). The step count comes from `--budget-minutes`: a short
+calibration times a few training steps of each model, then the steps are set so that all runs together fit the
+budget with `--jobs` runs in parallel (one thread each). Finished runs (an eval.json) are not run again, so an
+interrupted reproduction continues where it stopped. The page `docs/results/EXPERIMENT.md` holds mean +- std over
+seeds next to what the paper reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Experiment:
+    task: str
+    models: tuple[str, ...]
+    metrics: tuple[str, ...]  # reported, the first is the headline
+    overrides: tuple[str, ...] = ()  # on the task's "small" preset, for every run
+    variants: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"": ()})  # label -> extra overrides
+    pretrain: dict[str, tuple[str, ...]] = field(default_factory=dict)  # variant -> overrides of a pre-training run
+    higher_is_better: bool = False
+
+
+EXPERIMENTS = {
+    "video_prediction": Experiment(
+        "video_prediction",
+        ("slotssm", "slot_transformer", "single_state_ssm", "single_state_ssm_split", "rim", "transformer"),
+        ("rollout_mse", "rollout_mse_first", "rollout_mse_last"),
+        ("data.num_train=512", "data.num_val=64"),
+    ),
+    "blinking_balls": Experiment(
+        "blinking_balls",
+        ("slotssm", "slot_transformer", "single_state_ssm", "slot_rnn"),
+        ("pixel_acc", "ball_acc", "image_mse"),
+        ("data.num_train=1024", "data.num_val=128"),
+        {f"L={t * 16}": (f"data.num_frames={t}",) for t in (5, 20, 40)},  # 32x32 frames, 8x8 patches: 16 per frame
+        higher_is_better=True,
+    ),
+    "object_centric": Experiment(
+        "object_centric", ("oc_slotssm", "savi"),
+        ("fg_ari", "miou", "probe_shape_acc", "probe_color_acc", "probe_position_r2"),
+        ("data.num_train=512", "data.num_val=64"), higher_is_better=True,
+    ),
+    "snitch_localization": Experiment(
+        "snitch_localization", ("slotssm", "slot_transformer"), ("top1", "top5", "grid_l1"),
+        ("data.num_train=512", "data.num_val=128"),
+        {"no pre-training": (), "pre-trained": ()},
+        pretrain={"pre-trained": ("data.objective=reconstruct",)},
+        higher_is_better=True,
+    ),
+}
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("reproduce", help="the paper's comparison at CPU scale, with a results page")
+    p.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    p.add_argument("--budget-minutes", type=float, default=30.0, help="wall-clock budget of all training runs")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="runs in parallel")
+    p.add_argument("--steps", type=int, default=0, help="training steps per run (0: from the budget)")
+    p.add_argument("--runs-dir", default="runs/reproduce")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--results-dir", default="docs/results")
+    p.add_argument("--preset", default="small", help="task preset of every run (default small)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra overrides for every run, after the experiment's own")
+    p.set_defaults(func=run_reproduce)
+
+
+def calibrate(exp: Experiment, data_dir: str, overrides: list[str], preset: str = "small") -> dict[str, float]:
+    """Seconds per training step of each model (one thread, median of 3 after a warm-up)."""
+    import torch
+
+    from slotssm.tasks import get_task
+    from slotssm.train.config import apply_overrides
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = {}
+    try:
+        for model_name in exp.models:
+            cls = get_task(exp.task)
+            cfg = apply_overrides(cls.default_config(preset, model_name), overrides)
+            task = cls(cfg, data_dir)
+            model = task.build_model()
+            train, _ = task.datasets()
+            batch = task.collate([train[i % len(train)] for i in range(cfg.train.batch_size)])
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            times = []
+            for _ in range(4):
+                t0 = time.perf_counter()
+                loss, _ = task.loss(model, batch)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                times.append(time.perf_counter() - t0)
+            out[model_name] = float(np.median(times[1:]))
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _plan(exp: Experiment, seeds: int) -> list[tuple[str, str, int, bool]]:
+    """(variant, model, seed, is_pretraining) in the order they must run (pre-training before its fine-tuning)."""
+    plan = []
+    for variant in exp.variants:
+        for model in exp.models:
+            for seed in range(seeds):
+                if variant in exp.pretrain:
+                    plan.append((variant, model, seed, True))
+                plan.append((variant, model, seed, False))
+    return plan
+
+
+def _run_dir(root: Path, variant: str, model: str, seed: int, pre: bool) -> Path:
+    v = "".join(c if c.isalnum() or c in "=-" else "_" for c in variant) or "main"
+    return root / v / f"{model}{'-pretrain' if pre else ''}" / f"seed{seed}"
+
+
+def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
+    run = _run_dir(root, variant, model, seed, pre)
+    if (run / "eval.json").exists():
+        return json.loads((run / "eval.json").read_text())["metrics"]
+    sets = list(exp.overrides) + list(args.overrides) + list(exp.variants[variant]) + [f"train.steps={steps}", f"train.seed={seed}",
+                                                                  "train.ckpt_every=100000"]
+    if pre:
+        sets += list(exp.pretrain[variant])
+    elif variant in exp.pretrain:
+        sets.append(f"data.init_from={_run_dir(root, variant, model, seed, True)}")
+    cmd = [sys.executable, "-m", "slotssm", "train", exp.task, "--model", model, "--preset", args.preset, "--out", str(run),
+           "--data-dir", args.data_dir, "--no-progress"] + [a for s in sets for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / "train.log", "w") as log:
+        resume = ["--resume"] if (run / "ckpt-latest").exists() else []
+        code = subprocess.call(cmd + resume, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if code != 0:
+        raise RuntimeError(f"run failed ({code}): {' '.join(cmd)}; see {run / 'train.log'}")
+    return json.loads((run / "eval.json").read_text())["metrics"]
+
+
+def run_reproduce(args) -> int:
+    exp = EXPERIMENTS[args.experiment]
+    root = Path(args.runs_dir) / args.experiment
+    start = time.perf_counter()
+    plan = _plan(exp, args.seeds)
+    steps = args.steps
+    if not steps:
+        # Generate the data of every variant first (not part of the budget), then time each model.
+        per_step = {}
+        for variant, extra in exp.variants.items():
+            sec = calibrate(exp, args.data_dir, list(exp.overrides) + list(args.overrides) + list(extra), args.preset)
+            per_step.update({(variant, m): s for m, s in sec.items()})
+        total = sum(per_step[(v, m)] for v, m, _, _ in plan)  # seconds for one step of every run
+        steps = max(20, int(args.budget_minutes * 60 * args.jobs * 0.9 / total))
+        print(f"calibration: {json.dumps({f'{v} {m}': round(s, 3) for (v, m), s in per_step.items()})}")
+    print(f"{args.experiment}: {len(plan)} runs x {steps} steps, {args.jobs} in parallel")
+    results = {}
+    pre_runs = [p for p in plan if p[3]]
+    for batch in (pre_runs, [p for p in plan if not p[3]]):  # pre-training first: fine-tuning reads its weights
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = {p: pool.submit(_train, exp, args, root, *p, steps) for p in batch}
+            for p, f in futures.items():
+                results[p] = f.result()
+                print(f"  done {p[0] or '-'} {p[1]}{' (pre-training)' if p[3] else ''} seed {p[2]}", flush=True)
+    from slotssm.results import write_results
+
+    page = write_results(args.experiment, exp, results, steps, time.perf_counter() - start, Path(args.results_dir),
+                         args.preset, tuple(exp.overrides) + tuple(args.overrides))
+    print(f"results: {page}")
+    return 0
