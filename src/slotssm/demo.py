@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 DEMO_OVERRIDES = (
-    "train.steps=500",
-    "train.ckpt_every=250",
+    "train.ckpt_every=100",
     "train.log_every=25",
     "data.num_train=512",
     "data.num_val=32",
@@ -24,6 +23,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="train a small SlotSSM on bouncing balls and write a report (minutes, CPU)")
     p.add_argument("--out", default="slotssm-demo", help="output directory (default ./slotssm-demo)")
     p.add_argument("--model", default="slotssm", help="sequence model (default slotssm)")
+    p.add_argument("--minutes", type=float, default=3.0,
+                   help="training budget: the step count is set from a timing of the first steps (default 3)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config overrides, e.g. train.steps=200")
     p.add_argument("--no-progress", action="store_true")
@@ -53,6 +54,14 @@ def run_demo(args) -> int:
     task_cls = get_task("video_prediction")
     config = apply_overrides(task_cls.default_config("small", args.model), overrides)
     resume = (run_dir / "ckpt-latest").exists()
+    if not resume and not any(o.startswith("train.steps=") for o in args.overrides):
+        from slotssm.reproduce import calibrate_config
+
+        seconds = calibrate_config(config, data_dir)
+        steps = int(min(2000, max(50, args.minutes * 60 / seconds)))
+        print(f"demo: {seconds:.3f} s per training step here -> {steps} steps for {args.minutes:g} min")
+        overrides.append(f"train.steps={steps}")
+        config = apply_overrides(config, [overrides[-1]])
     metrics = train(config, run_dir, data_dir=data_dir, resume=resume, progress=not args.no_progress,
                     overrides=overrides)
     task, model, _ = load_model_from_run(run_dir, "cpu", data_dir=data_dir)

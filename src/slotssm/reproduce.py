@@ -79,37 +79,42 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run_reproduce)
 
 
-def calibrate(exp: Experiment, data_dir: str, overrides: list[str], preset: str = "small") -> dict[str, float]:
-    """Seconds per training step of each model (one thread, median of 3 after a warm-up)."""
+def calibrate_config(cfg, data_dir, threads: int | None = None) -> float:
+    """Seconds per training step of run config `cfg` on this machine (median of 3 after a warm-up)."""
     import torch
 
     from slotssm.tasks import get_task
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        task = get_task(cfg.task)(cfg, data_dir)
+        model = task.build_model()
+        train, _ = task.datasets()
+        batch = task.collate([train[i % len(train)] for i in range(cfg.train.batch_size)])
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        times = []
+        for _ in range(4):
+            t0 = time.perf_counter()
+            loss, _ = task.loss(model, batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times[1:]))
+    finally:
+        torch.set_num_threads(before)
+
+
+def calibrate(exp: Experiment, data_dir: str, overrides: list[str], preset: str = "small") -> dict[str, float]:
+    """Seconds per training step of each model of `exp`, one thread each (the runs go in parallel)."""
+    from slotssm.tasks import get_task
     from slotssm.train.config import apply_overrides
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = {}
-    try:
-        for model_name in exp.models:
-            cls = get_task(exp.task)
-            cfg = apply_overrides(cls.default_config(preset, model_name), overrides)
-            task = cls(cfg, data_dir)
-            model = task.build_model()
-            train, _ = task.datasets()
-            batch = task.collate([train[i % len(train)] for i in range(cfg.train.batch_size)])
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            times = []
-            for _ in range(4):
-                t0 = time.perf_counter()
-                loss, _ = task.loss(model, batch)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                times.append(time.perf_counter() - t0)
-            out[model_name] = float(np.median(times[1:]))
-    finally:
-        torch.set_num_threads(threads)
-    return out
+    cls = get_task(exp.task)
+    return {m: calibrate_config(apply_overrides(cls.default_config(preset, m), overrides), data_dir, threads=1)
+            for m in exp.models}
 
 
 def _plan(exp: Experiment, seeds: int) -> list[tuple[str, str, int, bool]]:
