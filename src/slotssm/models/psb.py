@@ -16,8 +16,10 @@ Learned initial slots (K, D) are broadcast over time and refined by `num_layers`
 
 The inverted softmax runs over the slots *of one step*: slots of later steps never compete for a token, so step t's
 slots depend only on frames <= t, and `step` (one frame, with a KV cache) equals the parallel `forward`.
-Cost and memory of (1) grow as T * K * S (all frames <= t are keys of every step); a window keeps the cache at
-n - 1 frames but the parallel pass still scores every cached key before masking.
+Without a window, (1) costs T * K * S (every frame <= t is a key of step t); the parallel pass goes in chunks of
+`cross_chunk` steps, each scoring only the frames its steps may read. With a window of n frames it costs about
+T * K * (n + cross_chunk) * M and the cache holds n - 1 frames. (One softmax over the slots of all steps would let
+later steps' slots compete for a token and so leak the future into the past; here each step's slots compete alone.)
 
 State: per layer the keys/values of the tokens of the cached frames (B, H, C*M, P) for (1), and the time-attention
 inputs of every past step (B*K, offset, D) for (2).
@@ -52,19 +54,20 @@ def stepwise_inverted_attention(attn: InvertedAttention, x: Tensor, k: Tensor, v
     Equals `attn` applied step by step to (x[:, t], the allowed keys) (tested).
     """
     h = attn.num_heads
-    q = rearrange(attn.q_proj(x), "b t k (h p) -> b h t k p", h=h)  # (B, H, T, K, P)
-    logits = torch.einsum("bhtkp,bhsp->bhtks", q, k) / math.sqrt(attn.head_dim)  # (B, H, T, K, S)
-    mask = allowed[:, None, :]  # (T, 1, S)
-    logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)  # finite: fully masked keys stay NaN-free
-    w = rearrange(logits, "b h t k s -> b t (h k) s").softmax(dim=2)  # softmax over this step's slots x heads
-    w = rearrange(w, "b t (h k) s -> b h t k s", h=h) * mask
-    weights = w / (w.sum(dim=-1, keepdim=True) + attn.eps)  # renormalise over the keys
-    o = torch.einsum("bhtks,bhsp->bhtkp", weights, v)  # (B, H, T, K, P)
+    q = rearrange(attn.q_proj(x), "b t k (h p) -> b h t k p", h=h) / math.sqrt(attn.head_dim)  # (B, H, T, K, P)
+    logits = torch.einsum("bhtkp,bhsp->bhtks", q, k)  # (B, H, T, K, S)
+    # Softmax over this step's slots x heads. A mask entry depends on (t, s) only, so every softmax group is either
+    # wholly allowed or wholly masked: normalise without the mask, then zero the masked groups (one factor for both).
+    w = (logits - logits.amax(dim=(1, 3), keepdim=True)).exp_()  # (B, H, T, K, S)
+    w = w * (allowed[:, None, :].to(w.dtype) / w.sum(dim=(1, 3), keepdim=True))  # (B, 1, T, 1, S) factor
+    o = torch.einsum("bhtks,bhsp->bhtkp", w, v)  # (B, H, T, K, P)
+    o = o / (w.sum(dim=-1, keepdim=True) + attn.eps)  # renormalise over the keys (after the product: cheaper)
     return attn.out_proj(rearrange(o, "b h t k p -> b t k (h p)")), w
 
 
 def cross_mask(num_new: int, num_cached: int, m: int, window: int, device=None) -> Tensor:
-    """Allowed (T, (C+T)*M): new step i (absolute C+i) reads frame f iff f <= C+i and (window == 0 or f > C+i-window)."""
+    """Allowed (T, (C+T)*M): new step i (absolute C+i) reads frame f iff f <= C+i and (window == 0 or f > C+i-window).
+    """
     frame = torch.arange((num_cached + num_new) * m, device=device) // m  # ((C+T)*M,)
     query = num_cached + torch.arange(num_new, device=device)[:, None]  # (T, 1)
     allowed = frame[None, :] <= query
@@ -94,10 +97,11 @@ class PSBConfig:
     mlp_ratio: float = 4.0
     cross_window: int = 0  # frames each step's slots read in (1): 0 = all frames <= t, n = the last n
     max_distance: int = 32  # relative time bias: distances >= this share one value
+    cross_chunk: int = 16  # steps per chunk of (1) in a parallel pass: memory/speed only, same values
     dropout: float = 0.0
 
     def __post_init__(self):
-        for name in ("input_dim", "d_model", "num_slots", "num_layers", "num_heads", "max_distance"):
+        for name in ("input_dim", "d_model", "num_slots", "num_layers", "num_heads", "max_distance", "cross_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
         if self.d_model % self.num_heads:
@@ -119,6 +123,7 @@ class PSBBlock(nn.Module):
         self.time = SelfAttentionBlock(d, h, mlp=False, causal=True, dropout=cfg.dropout)
         self.rel_bias = nn.Parameter(torch.zeros(h, cfg.max_distance + 1))  # (H, max_distance + 1)
         self.space = SelfAttentionBlock(d, h, mlp=True, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+        self.window, self.chunk = cfg.cross_window, cfg.cross_chunk
 
     def token_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Projected tokens x (B, T, M, D) -> keys, values (B, H, T*M, P)."""
@@ -128,21 +133,42 @@ class PSBBlock(nn.Module):
 
     def time_bias(self, num_new: int, num_past: int, device=None) -> Tensor:
         """(1, H, T, past+T) additive bias of query step past+i on key step j: rel_bias[:, clip(past+i-j)]."""
-        dist = num_past + torch.arange(num_new, device=device)[:, None] - torch.arange(num_past + num_new, device=device)
+        query = num_past + torch.arange(num_new, device=device)[:, None]  # (T, 1)
+        dist = query - torch.arange(num_past + num_new, device=device)  # (T, past+T)
         return self.rel_bias[:, dist.clamp(0, self.rel_bias.shape[1] - 1)][None]  # future pairs are masked anyway
 
-    def forward(self, s, k, v, allowed, time_past, return_attention=False):
-        """s (B, T, K, D); k, v (B, H, S, P); allowed (T, S); time_past (B*K, C', D)
-        -> s (B, T, K, D), time memory (B*K, C'+T, D), cross weights (B, H, T, K, S) | None."""
+    def bind(self, s: Tensor, k: Tensor, v: Tensor, num_cached: int, m: int, return_attention: bool):
+        """(1) on s (B, T, K, D) with keys/values k, v (B, H, (C+T)*M, P) of frames 0..C+T-1 -> update (B, T, K, D),
+        own-frame weights (B, T, K, M) | None. Steps go in chunks of `chunk`, each scoring only the frames it may
+        read (about half the work of scoring every frame for every step; far less with a window)."""
+        q = self.norm_slots(s)
+        outs, maps = [], []
+        for t0 in range(0, s.shape[1], self.chunk):
+            t1 = min(s.shape[1], t0 + self.chunk)
+            lo = 0 if self.window == 0 else max(0, num_cached + t0 - self.window + 1)  # first frame read
+            hi = num_cached + t1  # frames read: lo .. hi-1
+            allowed = cross_mask(t1 - t0, num_cached + t0 - lo, m, self.window, s.device)  # (T', (hi-lo)*M)
+            keys, values = k[:, :, lo * m:hi * m], v[:, :, lo * m:hi * m]  # (B, H, (hi-lo)*M, P)
+            o, w = stepwise_inverted_attention(self.cross, q[:, t0:t1], keys, values, allowed)
+            outs.append(o)
+            if return_attention:  # each step's weights on its own frame (relative index num_cached + t - lo)
+                steps = torch.arange(t1 - t0, device=s.device)
+                own = rearrange(w, "b h t k (f m) -> b h t k f m", m=m)[:, :, steps, :, num_cached + t0 - lo + steps]
+                maps.append(rearrange(own.sum(2), "t b k m -> b t k m"))  # (B, T', K, M)
+        return torch.cat(outs, 1), (torch.cat(maps, 1) if return_attention else None)
+
+    def forward(self, s, k, v, num_cached, time_past, return_attention=False):
+        """s (B, T, K, D); k, v (B, H, (C+T)*M, P); time_past (B*K, C', D)
+        -> s (B, T, K, D), time memory (B*K, C'+T, D), own-frame cross weights (B, T, K, M) | None."""
         bsz, t = s.shape[:2]
-        a, w = stepwise_inverted_attention(self.cross, self.norm_slots(s), k, v, allowed)
+        a, w = self.bind(s, k, v, num_cached, k.shape[2] // (num_cached + t), return_attention)
         s = s + a  # (1)
         h = rearrange(s, "b t k d -> (b k) t d")  # each slot index alone in time
         memory = torch.cat([time_past, h], dim=1)  # (B*K, C'+T, D)
         h, _ = self.time(h, memory=memory, attn_bias=self.time_bias(t, time_past.shape[1], s.device))  # (2)
         s = rearrange(h, "(b k) t d -> (b t) k d", b=bsz)  # the slots of one step together
         s, _ = self.space(s)  # (3) + (4)
-        return rearrange(s, "(b t) k d -> b t k d", b=bsz), memory, (w if return_attention else None)
+        return rearrange(s, "(b t) k d -> b t k d", b=bsz), memory, w
 
 
 TINY = dict(input_dim=12, d_model=16, num_slots=3, num_layers=2, num_heads=2, max_distance=4)
@@ -173,16 +199,18 @@ class PSB(SequenceModel):
         like = self._param_like(device, dtype)
         h = self.cfg.num_heads
         p = self.d_model // h
-        empty_kv = lambda: (torch.zeros(batch_size, h, 0, p, **like), torch.zeros(batch_size, h, 0, p, **like))  # noqa: E731
+        empty = lambda: torch.zeros(batch_size, h, 0, p, **like)  # noqa: E731
         time = [torch.zeros(batch_size * self.num_slots, 0, self.d_model, **like) for _ in self.layers]
-        return PSBState(0, 0, [empty_kv() for _ in self.layers], time)
+        return PSBState(0, 0, [(empty(), empty()) for _ in self.layers], time)
 
     def _check_state(self, state, bsz: int, m: int) -> None:
         if not isinstance(state, PSBState) or len(state.kv) != len(self.layers):
             raise ValueError(f"state: expected a PSBState with {len(self.layers)} layers, got {type(state).__name__}")
         k = state.kv[0][0]
         if k.shape[0] != bsz or state.time[0].shape[0] != bsz * self.num_slots:
-            raise ValueError(f"state: expected batch size {bsz}, got caches {tuple(k.shape)}, {tuple(state.time[0].shape)}")
+            raise ValueError(
+                f"state: expected batch size {bsz}, got caches {tuple(k.shape)}, {tuple(state.time[0].shape)}"
+            )
         if k.shape[2] != state.cached_frames * m:
             raise ValueError(f"tokens: expected M={k.shape[2] // max(state.cached_frames, 1)} tokens per frame as in "
                              f"the state's cache, got M={m}")
@@ -193,21 +221,16 @@ class PSB(SequenceModel):
         self._check_state(state, bsz, m)
         x = self.input_proj(tokens)  # (B, T, M, D)
         c, window = state.cached_frames, self.cfg.cross_window
-        allowed = cross_mask(t, c, m, window, tokens.device)  # (T, (C+T)*M)
         keep = c + t if window == 0 else min(c + t, window - 1)  # frames whose keys/values the next chunk needs
         s = self.init_slots.expand(bsz, t, -1, -1)  # (B, T, K, D): the same initial slots at every step
         kv, time, w = [], [], None
         for layer, (k_past, v_past), time_past in zip(self.layers, state.kv, state.time):
             k_new, v_new = layer.token_kv(x)  # (B, H, T*M, P)
-            k, v = torch.cat([k_past, k_new], 2), torch.cat([v_past, v_new], 2)  # (B, H, S, P)
-            s, memory, w = layer(s, k, v, allowed, time_past, return_attention)
+            k, v = torch.cat([k_past, k_new], 2), torch.cat([v_past, v_new], 2)  # (B, H, (C+T)*M, P)
+            s, memory, w = layer(s, k, v, c, time_past, return_attention)
             kv.append((k[:, :, (c + t - keep) * m:], v[:, :, (c + t - keep) * m:]))
             time.append(memory)
-        maps = None
-        if return_attention:  # the last block's weights on each step's own frame: sum over slots = 1 per token
-            steps = torch.arange(t, device=tokens.device)
-            own = rearrange(w, "b h t k (f m) -> b h t k f m", m=m)[:, :, steps, :, c + steps]  # (T, B, H, K, M)
-            maps = {"encoder": rearrange(own.sum(2), "t b k m -> b t k m")}
+        maps = {"encoder": w} if return_attention else None  # last block; sums to 1 over slots per token
         return SequenceOutput(self.norm(s), maps, PSBState(state.offset + t, keep, kv, time))
 
     def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:

@@ -97,7 +97,8 @@ class SingleStateSSMConfig:
     impl: str = "auto"
 
     def __post_init__(self):
-        for name in ("input_dim", "d_model", "num_slots", "num_layers", "num_heads", "encoder_layers", "d_state", "d_conv"):
+        ints = ("input_dim", "d_model", "num_slots", "num_layers", "num_heads", "encoder_layers", "d_state", "d_conv")
+        for name in ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
         if self.d_model % self.num_heads:
@@ -130,7 +131,10 @@ class SingleStateSSMLayer(nn.Module):
         self.encoder = frame_encoder(d, k, cfg.num_heads, cfg.encoder_layers, cfg.mlp_ratio) if first else None
         self.norm_ssm = nn.LayerNorm(d)
         self.ssm = build_ssm(cfg, cfg.ssm_width)
-        self.mixer = SlotMixer(d, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) if k > 1 else ResidualMLP(d, cfg.mlp_ratio, cfg.dropout)
+        if k > 1:
+            self.mixer = SlotMixer(d, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
+        else:
+            self.mixer = ResidualMLP(d, cfg.mlp_ratio, cfg.dropout)
 
     def forward(self, s, tokens, state=None, return_attention=False):
         """s (B, T, K, D) | None (first layer), tokens (B, T, M, D) -> s (B, T, K, D), state, maps."""

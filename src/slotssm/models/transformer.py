@@ -38,7 +38,8 @@ from slotssm.models.single_state import frame_encoder
 def sinusoidal_embedding(positions: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Transformer sine/cosine embedding: positions (T,) -> (T, dim) float32 (odd dims: last channel zero)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=positions.device, dtype=torch.float64) / max(half, 1))
+    i = torch.arange(half, device=positions.device, dtype=torch.float64)
+    freqs = torch.exp(-math.log(max_period) * i / max(half, 1))  # (dim/2,)
     angles = positions.to(torch.float64)[:, None] * freqs[None]  # (T, dim/2)
     emb = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (T, 2*half)
     if dim % 2:
@@ -130,7 +131,9 @@ class TimeCausalTransformer(SequenceModel):
 
     def _check_state(self, state, batch_size: int) -> None:
         if not isinstance(state, TransformerState) or len(state.past) != len(self.layers):
-            raise ValueError(f"state: expected a TransformerState with {len(self.layers)} layer caches, got {type(state).__name__}")
+            raise ValueError(
+                f"state: expected a TransformerState with {len(self.layers)} layer caches, got {type(state).__name__}"
+            )
         p = state.past[0]
         if p.dim() != 3 or p.shape[0] != batch_size or p.shape[1] % self.num_slots or p.shape[2] != self.d_model:
             raise ValueError(
