@@ -2,7 +2,7 @@
 
     slotssm train TASK --model NAME [--preset small] [--set k=v ...] --out DIR [--data-dir DIR] [--resume]
     slotssm eval RUN_DIR [--split val|train] [--data-dir DIR] [--batch-size N] [--device auto]
-    slotssm viz RUN_DIR [--data-dir DIR] [--split val|train] [--device auto]
+    slotssm viz RUN_DIR [--data-dir DIR] [--split val|train] [--device auto]   -> RUN_DIR/viz, RUN_DIR/viz/curves
 
 `torchrun --nproc_per_node N -m slotssm train ...` trains data-parallel (see train/distributed.py). A bad task, model,
 preset or --set key raises ValueError, which `slotssm.cli.main` prints as one line with exit code 2; a diverged
@@ -108,6 +108,7 @@ def run_eval(args) -> int:
 
 def run_viz(args) -> int:
     from slotssm.train.metrics_log import METRICS_FILE
+    from slotssm.viz import plot_metric_curves_from_jsonl
 
     task, model, config, device, dataset = _load(args)
     out_dir = Path(args.run_dir) / "viz"
@@ -115,45 +116,7 @@ def run_viz(args) -> int:
     paths = list(task.visualise(model, dataset, out_dir, device=device))
     metrics_path = Path(args.run_dir) / METRICS_FILE
     if metrics_path.is_file():
-        paths += plot_metric_curves(metrics_path, out_dir)
+        paths += plot_metric_curves_from_jsonl(metrics_path, out_dir / "curves")  # one PNG per metric
     for path in paths:
         print(path)
     return 0
-
-
-def plot_metric_curves(metrics_path, out_dir) -> list[Path]:
-    """One PNG per split in metrics.jsonl (train, val): every numeric metric against step, one panel each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from slotssm.train.metrics_log import read_metrics
-
-    records = read_metrics(metrics_path)
-    written = []
-    for split in sorted({r.get("split", "train") for r in records}):
-        rows = [r for r in records if r.get("split", "train") == split]
-        numeric = {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        keys = sorted(numeric - {"step", "time"})
-        if not keys:
-            continue
-        cols = min(3, len(keys))
-        nrows = -(-len(keys) // cols)
-        fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
-        for ax, key in zip(axes.flat, keys):
-            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 20 else None)
-            ax.set_title(key)
-            ax.set_xlabel("step")
-            if key in ("loss", "lr", "grad_norm") and all(p[1] > 0 for p in pts):
-                ax.set_yscale("log")
-        for ax in list(axes.flat)[len(keys) :]:
-            ax.axis("off")
-        fig.suptitle(f"{split} metrics")
-        fig.tight_layout()
-        path = Path(out_dir) / f"curves_{split}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written

@@ -79,9 +79,16 @@ def setup(device: str = "auto") -> DistContext:
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, owns_group=owns)
 
 
-def cleanup(ctx: DistContext) -> None:
-    """Leave the process group if `setup` created it."""
-    if ctx.owns_group and dist.is_initialized():
+def cleanup(ctx: DistContext, *, ok: bool = True) -> None:
+    """Leave the process group if `setup` created it.
+
+    After a success every process first meets at a barrier, so none tears its connections down while another is
+    still receiving the last collective. After a failure nothing collective is attempted (the other processes may be
+    stuck in a collective of their own, and destroying the group would wait for them): the process exits and
+    torchrun stops the rest.
+    """
+    if ctx.owns_group and dist.is_initialized() and ok:
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -29,6 +29,7 @@ from slotssm.tasks.base import Task
 from slotssm.tasks.registry import get_task
 from slotssm.train import distributed as dist_utils
 from slotssm.train.checkpoint import (
+    LATEST,
     capture_rng_state,
     find_checkpoint,
     load_model_weights,
@@ -94,15 +95,20 @@ def train(
     already holds a checkpoint is refused. Raises TrainingDivergedError on a NaN/Inf loss.
     """
     ctx = dist_utils.setup(config.train.device)
-    run = None
+    run, orderly = None, False  # orderly: every process stops at the same point and may leave the group together
     try:
         run = _prepare(config, Path(out_dir), Path(data_dir), resume=resume, overrides=list(overrides), ctx=ctx)
         _loop(run, progress=progress)
-        return _finish(run)
+        metrics = _finish(run)
+        orderly = True
+        return metrics
+    except TrainingDivergedError:
+        orderly = True  # the loss is averaged over processes, so all of them stop at the same step
+        raise
     finally:
         if run is not None and run.logger is not None:
             run.logger.close()
-        dist_utils.cleanup(ctx)
+        dist_utils.cleanup(ctx, ok=orderly)
 
 
 # ------------------------------------------------------------------------------------------------------ set up
@@ -359,7 +365,7 @@ def _checkpoint(run: _Run) -> None:
             },
         }
         save_checkpoint(run.out_dir, model=run.model, trainer_state=state, step=run.step, metrics=run.train_metrics)
-    run.last_ckpt = (find_checkpoint(run.out_dir) or run.out_dir / "ckpt-latest", run.step)
+    run.last_ckpt = (run.out_dir / LATEST, run.step)
     dist_utils.barrier()
 
 
