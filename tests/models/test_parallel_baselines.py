@@ -5,7 +5,7 @@ import torch
 from einops import rearrange
 
 from slotssm.layers import InvertedAttention
-from slotssm.models import build_model, count_parameters, list_presets, run_steps
+from slotssm.models import build_model, count_parameters, list_presets, model_config, run_steps
 from slotssm.models.__main__ import main as bench_main
 from slotssm.models.psb import cross_mask, stepwise_inverted_attention
 
@@ -23,6 +23,14 @@ def test_single_state_ssm_has_one_slot_and_one_state_per_sequence():
     assert model.num_slots == 1 and out.slots.shape == (3, 6, 1, model.d_model)
     assert out.state[0].ssm.shape[0] == 3  # batch B, not B*K
     torch.testing.assert_close(out.attention["encoder"].sum(-1), torch.ones(3, 6, 1))  # CLS over the M tokens
+
+
+@pytest.mark.parametrize("name", ["single_state_ssm", "transformer"])
+def test_single_slot_models_take_no_slot_count(name):
+    # A task's "num_slots" override (given to models that have the field) must not turn them into K-slot variants.
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['num_slots'\]"):
+        model_config(name, "tiny", num_slots=5)
+    assert build_model(name, preset="tiny").num_slots == 1
 
 
 def test_split_variant_mixes_slots_in_time():

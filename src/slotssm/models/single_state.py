@@ -21,6 +21,7 @@ a gradient), so the single-slot encoder and mixer drop it; the rest is SlotSSM's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from einops import rearrange
@@ -79,11 +80,14 @@ class ResidualMLP(nn.Module):
 
 @dataclass(frozen=True)
 class SingleStateSSMConfig:
-    """Hyper-parameters of the single-state SSMs. `expand` applies to the SSM's input width K*D."""
+    """Hyper-parameters of single_state_ssm (K = 1, not a field: a task's slot-count override cannot apply).
 
+    `expand` applies to the SSM's input width K*D.
+    """
+
+    num_slots: ClassVar[int] = 1
     input_dim: int = 64
-    d_model: int = 128  # slot width D (K = 1: the width of the single state's input)
-    num_slots: int = 1  # K: 1 = single_state_ssm, > 1 = the split variant
+    d_model: int = 128  # width D of the single state's input
     num_layers: int = 2
     num_heads: int = 4
     encoder_layers: int = 3
@@ -112,6 +116,13 @@ class SingleStateSSMConfig:
     def ssm_width(self) -> int:
         """Input width of the monolithic SSM: the K slots side by side."""
         return self.num_slots * self.d_model
+
+
+@dataclass(frozen=True)
+class SplitSSMConfig(SingleStateSSMConfig):
+    """Hyper-parameters of single_state_ssm_split: K slots, one SSM over their concatenation."""
+
+    num_slots: int = 6
 
 
 def build_ssm(cfg, width: int) -> nn.Module:
@@ -172,15 +183,15 @@ TINY = dict(input_dim=12, d_model=16, num_layers=2, num_heads=2, d_state=4, expa
     "bouncing_balls": dict(d_model=72, d_state=16, expand=2.0, num_heads=4, encoder_layers=3),
     "snitch": dict(d_model=148, d_state=16, expand=2.0, num_heads=4, encoder_layers=3),
     "movi": dict(d_model=220, d_state=16, expand=2.0, num_heads=4, encoder_layers=3),
-}, defaults=dict(num_slots=1))
-@register_model("single_state_ssm_split", SingleStateSSMConfig, presets={
+})
+@register_model("single_state_ssm_split", SplitSSMConfig, presets={
     "tiny": {**TINY, "num_slots": 3, "expand": 0.5},
     # The SSM's projections grow with (K*D)^2: a narrower slot width D and expand = 1/4 of K*D keep the count.
     "blinking_balls": dict(d_model=52, num_slots=6, d_state=16, expand=0.25, num_heads=4, encoder_layers=3),
     "bouncing_balls": dict(d_model=52, num_slots=6, d_state=16, expand=0.25, num_heads=4, encoder_layers=3),
     "snitch": dict(d_model=92, num_slots=8, d_state=16, expand=0.25, num_heads=4, encoder_layers=3),
     "movi": dict(d_model=112, num_slots=11, d_state=16, expand=0.25, num_heads=4, encoder_layers=3),
-}, defaults=dict(num_slots=6, d_model=64, expand=0.25))
+}, defaults=dict(d_model=64, expand=0.25))
 class SingleStateSSM(SequenceModel):
     """Monolithic-state SSM over K slots (K = 1 or split). tokens (B, T, M, D_in) -> slots (B, T, K, D).
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from einops import rearrange
@@ -65,11 +65,11 @@ class TransformerState(NamedTuple):
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """Hyper-parameters of the time-causal transformers."""
+    """Hyper-parameters of the transformer (K = 1, not a field: a task's slot-count override cannot apply)."""
 
+    num_slots: ClassVar[int] = 1
     input_dim: int = 64
     d_model: int = 64
-    num_slots: int = 1  # K: 1 = transformer (one embedding per step), > 1 = slot_transformer
     num_layers: int = 4  # time-causal layers
     num_heads: int = 4
     encoder_layers: int = 3  # depth of the per-frame CLS / slot encoder
@@ -89,6 +89,14 @@ class TransformerConfig:
             raise ValueError(f"max_period: expected > 1, got {self.max_period}")
 
 
+@dataclass(frozen=True)
+class SlotTransformerConfig(TransformerConfig):
+    """Hyper-parameters of the slot transformer: K slots per step."""
+
+    num_slots: int = 6
+    num_layers: int = 3
+
+
 TINY = dict(input_dim=12, d_model=16, num_layers=2, num_heads=2, encoder_layers=1)
 
 
@@ -100,14 +108,14 @@ TINY = dict(input_dim=12, d_model=16, num_layers=2, num_heads=2, encoder_layers=
     "bouncing_balls": dict(d_model=64, num_layers=4, num_heads=4, encoder_layers=3),
     "snitch": dict(d_model=128, num_layers=4, num_heads=4, encoder_layers=3),
     "movi": dict(d_model=192, num_layers=4, num_heads=4, encoder_layers=3),
-}, defaults=dict(num_slots=1))
-@register_model("slot_transformer", TransformerConfig, presets={
+})
+@register_model("slot_transformer", SlotTransformerConfig, presets={
     "tiny": {**TINY, "num_slots": 3},
     "blinking_balls": dict(d_model=64, num_slots=6, num_layers=3, num_heads=4, encoder_layers=3),
     "bouncing_balls": dict(d_model=64, num_slots=6, num_layers=3, num_heads=4, encoder_layers=3),
     "snitch": dict(d_model=128, num_slots=8, num_layers=3, num_heads=4, encoder_layers=3),
     "movi": dict(d_model=192, num_slots=11, num_layers=3, num_heads=4, encoder_layers=3),
-}, defaults=dict(num_slots=6, num_layers=3))
+})
 class TimeCausalTransformer(SequenceModel):
     """Transformer (K = 1) / SlotTransformer (K > 1). tokens (B, T, M, D_in) -> slots (B, T, K, D)."""
 
