@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotssm.data import patchify
-from slotssm.tasks.base import Task
 from slotssm.tasks.common import (
-    VAL_SEED_OFFSET, TaskModel, batch_iter, build_sequence_model, generated_split, make_run_config, to_device,
-    train_config,
+    VAL_SEED_OFFSET, Preset, PresetTask, TaskModel, batch_iter, build_sequence_model, generated_split, to_device,
+
 )
 from slotssm.tasks.registry import register_task
 from slotssm.vision import TransformerDecoder
@@ -59,11 +58,13 @@ class BlinkingBallsConfig:
 
 
 PRESETS = {
-    "tiny": (dict(image_size=16, patch=8, num_frames=3, num_train=8, num_val=4, decoder_width=16, decoder_heads=2,
-                  decoder_layers=1), "tiny", dict(steps=4, batch_size=4, lr=3e-3, warmup=1)),
-    "small": (dict(image_size=32, patch=8, num_frames=5, num_train=2000, num_val=200, decoder_width=64,
-                   decoder_layers=2), "blinking_balls", dict(steps=1500, batch_size=32, lr=1e-3, warmup=100)),
-    "paper": (dict(), "blinking_balls", dict(steps=100_000, batch_size=32, lr=1e-4, warmup=2500)),
+    "tiny": Preset(dict(image_size=16, patch=8, num_frames=3, num_train=8, num_val=4, decoder_width=16,
+                        decoder_heads=2, decoder_layers=1), "tiny",
+                   dict(steps=4, batch_size=4, lr=3e-3, warmup=1), token_width=12),
+    "small": Preset(dict(image_size=32, patch=8, num_frames=5, num_train=2000, num_val=200, decoder_width=64,
+                         decoder_layers=2), "blinking_balls", dict(steps=1500, batch_size=32, lr=1e-3, warmup=100,
+                                                                    ckpt_every=500)),
+    "paper": Preset(dict(), "blinking_balls", dict(steps=100_000, batch_size=32, lr=1e-4, warmup=2500)),
 }
 
 
@@ -84,18 +85,11 @@ class PatchSequenceEmbedding(nn.Module):
 
 
 @register_task
-class BlinkingBalls(Task):
+class BlinkingBalls(PresetTask):
     name = "blinking_balls"
+    config_cls = BlinkingBallsConfig
+    PRESETS = PRESETS
 
-    @classmethod
-    def default_config(cls, preset: str, model_name: str):
-        cls.check_preset(preset)
-        data, model_preset, train = PRESETS[preset]
-        tr = dict(train)
-        tcfg = train_config(tr.pop("steps"), tr.pop("batch_size"), tr.pop("lr"), tr.pop("warmup"),
-                            eval_batch_size=32, ckpt_every=500)
-        return make_run_config(cls.name, preset, model_name, BlinkingBallsConfig(**data), model_preset,
-                               12 if preset == "tiny" else 64, tcfg)
 
     def build_model(self):
         d, seq = self.config.data, build_sequence_model(self.config)

@@ -8,14 +8,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from slotssm.data import VideoDataset, get_or_generate
 from slotssm.models import build_model, list_models, model_config
+from slotssm.models.registry import get_entry
+from slotssm.tasks.base import Task
 from slotssm.train.config import OptimConfig, RunConfig, TrainConfig
 
 VAL_SEED_OFFSET = 1_000_003  # validation videos come from a seed far from the training seed
@@ -34,17 +37,41 @@ def generated_split(data_dir, generator: str, params: dict, num_videos: int, see
     return VideoDataset(root, keys=keys, **kw)
 
 
-def make_run_config(task: str, preset: str, model_name: str, data, model_preset: str, input_dim: int,
-                    train: TrainConfig, model_overrides: dict | None = None) -> RunConfig:
-    """RunConfig with the model's preset config (input width set by the task); ValueError for an unknown model."""
-    if model_name not in list_models():
-        raise ValueError(f"model: unknown name {model_name!r}; known models: {', '.join(list_models())}")
-    mcfg = model_config(model_name, model_preset, input_dim=input_dim, **(model_overrides or {}))
-    return RunConfig(task=task, model_name=model_name, preset=preset, data=data, model=mcfg, train=train)
+@dataclass(frozen=True)
+class Preset:
+    """A task preset: only what differs from the task's config defaults.
+
+    data: fields of the task's config; model_preset: the model registry's preset; train: steps, batch_size, lr,
+    warmup and any other TrainConfig field; model: model-config overrides applied where the model has the field
+    (e.g. a slot count, meaningless for a single-state model); token_width: the models' input_dim.
+    """
+
+    data: dict
+    model_preset: str
+    train: dict
+    model: dict = field(default_factory=dict)
+    token_width: int = 64
 
 
-def train_config(steps: int, batch_size: int, lr: float, warmup: int, **kw) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=batch_size, optim=OptimConfig(lr=lr, warmup_steps=warmup), **kw)
+class PresetTask(Task):
+    """A task whose `default_config` is built from `PRESETS` and its config dataclass `config_cls`."""
+
+    config_cls: ClassVar[type]
+    PRESETS: ClassVar[dict[str, Preset]]
+
+    @classmethod
+    def default_config(cls, preset: str, model_name: str) -> RunConfig:
+        cls.check_preset(preset)
+        if model_name not in list_models():
+            raise ValueError(f"model: unknown name {model_name!r}; known models: {', '.join(list_models())}")
+        p = cls.PRESETS[preset]
+        tr = dict(p.train)
+        optim = OptimConfig(lr=tr.pop("lr"), warmup_steps=tr.pop("warmup"))
+        known = {f.name for f in dataclasses.fields(get_entry(model_name).config_cls)}
+        extra = {k: v for k, v in p.model.items() if k in known}
+        mcfg = model_config(model_name, p.model_preset, input_dim=p.token_width, **extra)
+        return RunConfig(task=cls.name, model_name=model_name, preset=preset, data=cls.config_cls(**p.data),
+                         model=mcfg, train=TrainConfig(optim=optim, **tr))
 
 
 def build_sequence_model(config: RunConfig):
@@ -55,10 +82,6 @@ def to_float_frames(x: Tensor) -> Tensor:
     """uint8 video (B, T, H, W[, C]) -> float (B, T, C, H, W) in [0, 1]."""
     x = x.float() / 255.0
     return x.unsqueeze(2) if x.dim() == 4 else x.permute(0, 1, 4, 2, 3)
-
-
-def replace(cfg, **kw):
-    return dataclasses.replace(cfg, **kw)
 
 
 class TaskModel(nn.Module):

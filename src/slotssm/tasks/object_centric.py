@@ -12,7 +12,6 @@ predicts shape and colour (accuracy) and a 2-layer MLP predicts the object's pos
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from slotssm import metrics
-from slotssm.tasks.base import Task
 from slotssm.tasks.common import (
-    VAL_SEED_OFFSET, TaskModel, batch_iter, build_sequence_model, generated_split, make_run_config, to_device,
-    to_float_frames, train_config,
+    VAL_SEED_OFFSET, Preset, PresetTask, TaskModel, batch_iter, build_sequence_model, generated_split, to_device,
+    to_float_frames,
 )
 from slotssm.tasks.registry import register_task
 from slotssm.vision import CNNEncoder, SpatialBroadcastDecoder
@@ -51,33 +49,23 @@ class ObjectCentricConfig:
 
 
 PRESETS = {
-    "tiny": (dict(image_size=16, num_frames=3, min_objects=1, max_objects=2, num_train=8, num_val=4, cnn_channels=8,
-                  cnn_strides=(2, 1), decoder_hidden=8, decoder_resolution=16), "tiny", {},
-             dict(steps=4, batch_size=4, lr=3e-3, warmup=1)),
-    "small": (dict(image_size=32, num_frames=6, min_objects=2, max_objects=4, num_train=600, num_val=48,
-                   cnn_channels=32, cnn_strides=(2, 2, 1), decoder_hidden=32, decoder_resolution=32),
-              "bouncing_balls", dict(num_slots=5), dict(steps=1500, batch_size=16, lr=5e-4, warmup=100)),
-    "paper": (dict(), "movi", {}, dict(steps=200_000, batch_size=32, lr=1e-4, warmup=2500)),
+    "tiny": Preset(dict(image_size=16, num_frames=3, min_objects=1, max_objects=2, num_train=8, num_val=4,
+                        cnn_channels=8, cnn_strides=(2, 1), decoder_hidden=8, decoder_resolution=16), "tiny",
+                   dict(steps=4, batch_size=4, lr=3e-3, warmup=1, eval_batch_size=8), token_width=12),
+    "small": Preset(dict(image_size=32, num_frames=6, min_objects=2, max_objects=4, num_train=600, num_val=48,
+                         cnn_channels=32, cnn_strides=(2, 2, 1), decoder_hidden=32, decoder_resolution=32),
+                    "bouncing_balls", dict(steps=1500, batch_size=16, lr=5e-4, warmup=100, eval_batch_size=8,
+                                           ckpt_every=500), model=dict(num_slots=5)),
+    "paper": Preset(dict(), "movi", dict(steps=200_000, batch_size=32, lr=1e-4, warmup=2500, eval_batch_size=8)),
 }
 
 
 @register_task
-class ObjectCentric(Task):
+class ObjectCentric(PresetTask):
     name = "object_centric"
+    config_cls = ObjectCentricConfig
+    PRESETS = PRESETS
 
-    @classmethod
-    def default_config(cls, preset: str, model_name: str):
-        cls.check_preset(preset)
-        data, model_preset, model_overrides, train = PRESETS[preset]
-        tr = dict(train)
-        tcfg = train_config(tr.pop("steps"), tr.pop("batch_size"), tr.pop("lr"), tr.pop("warmup"),
-                            eval_batch_size=8, ckpt_every=500)
-        from slotssm.models.registry import get_entry
-
-        known = {f.name for f in dataclasses.fields(get_entry(model_name).config_cls)} if model_name else set()
-        overrides = {k: v for k, v in model_overrides.items() if k in known}  # slot count, for slot models only
-        return make_run_config(cls.name, preset, model_name, ObjectCentricConfig(**data), model_preset,
-                               12 if preset == "tiny" else 64, tcfg, overrides)
 
     def build_model(self):
         d, seq = self.config.data, build_sequence_model(self.config)

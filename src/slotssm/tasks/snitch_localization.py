@@ -24,10 +24,9 @@ from torch import Tensor, nn
 
 from slotssm import metrics
 from slotssm.layers import TransformerLayer
-from slotssm.tasks.base import Task
 from slotssm.tasks.common import (
-    VAL_SEED_OFFSET, TaskModel, batch_iter, build_sequence_model, generated_split, make_run_config, to_device,
-    to_float_frames, train_config,
+    VAL_SEED_OFFSET, Preset, PresetTask, TaskModel, batch_iter, build_sequence_model, generated_split, to_device,
+    to_float_frames,
 )
 from slotssm.tasks.registry import register_task
 from slotssm.vision import CNNEncoder, SpatialBroadcastDecoder
@@ -60,12 +59,13 @@ class SnitchConfig:
 
 
 PRESETS = {
-    "tiny": (dict(image_size=32, num_frames=12, segments=4, stride=3, num_train=8, num_val=4, cnn_channels=8,
-                  cnn_strides=(2, 2, 2), predictor_layers=1, predictor_heads=2, decoder_hidden=8), "tiny",
-             dict(steps=4, batch_size=4, lr=3e-3, warmup=1)),
-    "small": (dict(image_size=32, num_frames=60, segments=10, stride=6, num_train=800, num_val=100, cnn_channels=32,
-                   cnn_strides=(2, 2, 1)), "bouncing_balls", dict(steps=1500, batch_size=16, lr=5e-4, warmup=100)),
-    "paper": (dict(), "snitch", dict(steps=100_000, batch_size=32, lr=1e-4, warmup=2500)),
+    "tiny": Preset(dict(image_size=32, num_frames=12, segments=4, stride=3, num_train=8, num_val=4, cnn_channels=8,
+                        cnn_strides=(2, 2, 2), predictor_layers=1, predictor_heads=2, decoder_hidden=8), "tiny",
+                   dict(steps=4, batch_size=4, lr=3e-3, warmup=1, eval_batch_size=16), token_width=12),
+    "small": Preset(dict(image_size=32, num_frames=60, segments=10, stride=6, num_train=800, num_val=100,
+                         cnn_channels=32, cnn_strides=(2, 2, 1)), "bouncing_balls",
+                    dict(steps=1500, batch_size=16, lr=5e-4, warmup=100, eval_batch_size=16, ckpt_every=500)),
+    "paper": Preset(dict(), "snitch", dict(steps=100_000, batch_size=32, lr=1e-4, warmup=2500, eval_batch_size=16)),
 }
 
 
@@ -87,18 +87,11 @@ class SnitchPredictor(nn.Module):
 
 
 @register_task
-class SnitchLocalization(Task):
+class SnitchLocalization(PresetTask):
     name = "snitch_localization"
+    config_cls = SnitchConfig
+    PRESETS = PRESETS
 
-    @classmethod
-    def default_config(cls, preset: str, model_name: str):
-        cls.check_preset(preset)
-        data, model_preset, train = PRESETS[preset]
-        tr = dict(train)
-        tcfg = train_config(tr.pop("steps"), tr.pop("batch_size"), tr.pop("lr"), tr.pop("warmup"),
-                            eval_batch_size=16, ckpt_every=500)
-        return make_run_config(cls.name, preset, model_name, SnitchConfig(**data), model_preset,
-                               12 if preset == "tiny" else 64, tcfg)
 
     def build_model(self):
         d, seq = self.config.data, build_sequence_model(self.config)

@@ -18,10 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slotssm.tasks.base import Task
 from slotssm.tasks.common import (
-    VAL_SEED_OFFSET, TaskModel, batch_iter, build_sequence_model, generated_split, make_run_config, to_device,
-    to_float_frames, train_config,
+    VAL_SEED_OFFSET, Preset, PresetTask, TaskModel, batch_iter, build_sequence_model, generated_split, to_device,
+    to_float_frames,
 )
 from slotssm.tasks.registry import register_task
 from slotssm.vision import PatchTokenizer, TransformerDecoder
@@ -51,30 +50,22 @@ class VideoPredictionConfig:
 
 
 PRESETS = {
-    # name: (data overrides, model preset, train settings)
-    "tiny": (dict(image_size=16, patch=4, train_frames=6, context=3, rollout=3, num_train=8, num_val=4,
-                  decoder_width=16, decoder_heads=2, decoder_layers=1), "tiny", dict(steps=4, batch_size=4, lr=3e-3, warmup=1)),
-    "small": (dict(image_size=32, patch=4, num_objects=3, train_frames=20, context=10, rollout=20, num_train=512,
-                   num_val=32, decoder_width=64, decoder_layers=2), "bouncing_balls",
-              dict(steps=600, batch_size=16, lr=1e-3, warmup=50)),
-    "paper": (dict(), "bouncing_balls", dict(steps=300_000, batch_size=32, lr=1e-4, warmup=2500)),
+    "tiny": Preset(dict(image_size=16, patch=4, train_frames=6, context=3, rollout=3, num_train=8, num_val=4,
+                        decoder_width=16, decoder_heads=2, decoder_layers=1), "tiny",
+                   dict(steps=4, batch_size=4, lr=3e-3, warmup=1, eval_batch_size=16), token_width=12),
+    "small": Preset(dict(image_size=32, patch=4, num_objects=3, train_frames=20, context=10, rollout=20,
+                         num_train=512, num_val=32, decoder_width=64, decoder_layers=2), "bouncing_balls",
+                    dict(steps=600, batch_size=16, lr=1e-3, warmup=50, eval_batch_size=16, ckpt_every=200)),
+    "paper": Preset(dict(), "bouncing_balls", dict(steps=300_000, batch_size=32, lr=1e-4, warmup=2500)),
 }
-TOKEN_WIDTH = {"tiny": 12, "small": 64, "paper": 64}
 
 
 @register_task
-class VideoPrediction(Task):
+class VideoPrediction(PresetTask):
     name = "video_prediction"
+    config_cls = VideoPredictionConfig
+    PRESETS = PRESETS
 
-    @classmethod
-    def default_config(cls, preset: str, model_name: str):
-        cls.check_preset(preset)
-        data, model_preset, train = PRESETS[preset]
-        tr = dict(train)
-        tcfg = train_config(tr.pop("steps"), tr.pop("batch_size"), tr.pop("lr"), tr.pop("warmup"),
-                            eval_batch_size=16, ckpt_every=200, log_every=10)
-        return make_run_config(cls.name, preset, model_name, VideoPredictionConfig(**data), model_preset,
-                               TOKEN_WIDTH[preset], tcfg)
 
     def build_model(self):
         d, seq = self.config.data, build_sequence_model(self.config)
