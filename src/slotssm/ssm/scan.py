@@ -75,10 +75,11 @@ def selective_scan(
         y, last = _LoopScan.apply(u, dt, A, B, C, initial_state, chunk or 64)
     elif impl == "chunked":
         y, last = selective_scan_chunked(u, dt, A, B, C, initial_state, chunk)
-    else:  # "fused"
+    else:  # "fused": bias, softplus, skip and gate inside the kernel
         from slotssm.ssm.fused import fused_selective_scan
 
-        y, last = fused_selective_scan(u, dt, A, B, C, initial_state, chunk)
+        y, last = fused_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, chunk)
+        return (y, last) if return_last_state else y
     if D is not None:
         y = y + u * D[:, None]
     if z is not None:

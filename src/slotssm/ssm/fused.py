@@ -1,0 +1,423 @@
+"""Fused CPU scan kernels (numba): the state in a few cache lines, one pass over time, a recomputing adjoint backward.
+
+Legend: B' batch (batch x slots for SlotSSM), E expanded SSM channels, N state size, T time, G groups of B/C,
+H heads, P head width, L checkpoint interval (`chunk`), W work items of the backward (batch x group x channel block).
+
+Mamba1 (`fused_selective_scan`), per (batch, channel), one pass over time with h in R^N held locally:
+
+    dt_t = softplus(delta_t + delta_bias)                        (each optional)
+    h_t  = exp(dt_t A) * h_{t-1} + dt_t u_t B_t ;  y_t = (C_t . h_t + D u_t) * silu(z_t)
+
+y is written once; the state is stored only every L steps (checkpoints). The backward runs the reverse-time adjoint
+recurrence (the math of `scan._LoopScan.backward`), recomputing each chunk's L states from its checkpoint, and
+returns the gradients of u, delta, A, B, C, D, z, delta_bias (softplus included) and the initial state. Gradients
+that sum over channels (B, C) are accumulated by work items that own a (batch, group, channel block): no two
+threads write the same element; A, D and delta_bias get per-(batch, channel) partials summed by torch.
+
+Mamba2 (`fused_ssd_scan`), per (batch, head), h in R^{P x N}: the same scheme with one scalar decay per step.
+
+exp: float32 uses a polynomial exp that LLVM vectorises (`fast_exp`, range reduction + degree-6 minimax, ~1 ulp);
+float64 calls libm. numba without SVML (the pip llvmlite is not SVML-patched) would otherwise call the scalar expf
+once per element. See docs/kernels.md for the measurements behind every choice here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+log = logging.getLogger("slotssm.ssm")
+
+FUSED_OPS = ("selective_scan",)
+DEFAULT_CHUNK = 64
+FWD_BLOCK = 256  # forward block: rows of 1 KiB (float32) per channel keep the hardware prefetchers busy
+_FM = {"contract", "reassoc", "nsz"}  # reassoc lets LLVM vectorise the N-wide reductions
+
+
+def _jit(fn=None, *, parallel=True):
+    """njit with an on-disk cache when one is writable (numba's own locators, then NUMBA_CACHE_DIR); else in memory."""
+
+    def wrap(f):
+        try:
+            return njit(parallel=parallel, cache=True, fastmath=_FM, error_model="numpy")(f)
+        except RuntimeError as err:  # no writable cache location: compile each process instead of crashing
+            log.info("slotssm: numba cache unavailable for %s (%s); compiling in memory", f.__name__, err)
+            return njit(parallel=parallel, cache=False, fastmath=_FM, error_model="numpy")(f)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# scalar math, typed per dtype (float32 constants stay float32, so nothing is promoted to float64)
+
+
+@intrinsic
+def _pow2(typingctx, k):
+    """2**k for an integral float k (exponent bits built directly; k must be a normal exponent)."""
+    if k == types.float32:
+        ity, fty, bias, shift = ir.IntType(32), ir.FloatType(), 127, 23
+    elif k == types.float64:
+        ity, fty, bias, shift = ir.IntType(64), ir.DoubleType(), 1023, 52
+    else:
+        return None
+
+    def codegen(context, builder, sig, args):
+        ki = builder.fptosi(args[0], ity)
+        bits = builder.shl(builder.add(ki, ir.Constant(ity, bias)), ir.Constant(ity, shift))
+        return builder.bitcast(bits, fty)
+
+    return k(k), codegen
+
+
+_F = np.float32
+# exp(x) = 2^k exp(r), r = x - k ln2 in [-ln2/2, ln2/2] (Cody-Waite split of ln2), exp(r) by Cephes' expf polynomial.
+_E_LO, _E_HI, _L2E, _LN2_HI, _LN2_LO = _F(-87.33654), _F(88.37626), _F(1.44269504), _F(0.693359375), _F(-2.12194440e-4)
+_E_P = tuple(_F(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
+_HALF, _ONE, _TWO, _ZERO, _INF = _F(0.5), _F(1.0), _F(2.0), _F(0.0), _F(np.inf)
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")  # no reassoc: it would undo the Cody-Waite range reduction
+def _exp32(x):
+    x0 = x
+    x = _E_HI if x0 > _E_HI else x0  # selects, not min/max: a NaN stays NaN
+    x = _E_LO if x < _E_LO else x
+    k = np.floor(x * _L2E + _HALF)
+    r = x - k * _LN2_HI - k * _LN2_LO
+    p = _E_P[0] * r + _E_P[1]
+    p = p * r + _E_P[2]
+    p = p * r + _E_P[3]
+    p = p * r + _E_P[4]
+    p = p * r + _E_P[5]
+    y = (p * r * r + r + _ONE) * _pow2(k)
+    y = _ZERO if x0 < _E_LO else y  # underflow to 0 (denormal results flushed)
+    return _INF if x0 > _E_HI else y
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _log1p01_32(w):
+    """log(1 + w) for w in [0, 1]: 2 atanh(s), s = w / (2 + w) in [0, 1/3], odd series to s^15."""
+    s = w / (_TWO + w)
+    s2 = s * s
+    p = _F(1 / 15) * s2 + _F(1 / 13)
+    p = p * s2 + _F(1 / 11)
+    p = p * s2 + _F(1 / 9)
+    p = p * s2 + _F(1 / 7)
+    p = p * s2 + _F(1 / 5)
+    p = p * s2 + _F(1 / 3)
+    return _TWO * s * (p * s2 + _ONE)
+
+
+def fast_exp(x):
+    """exp; in numba code: the vectorisable polynomial for float32, libm for float64."""
+    return math.exp(x)
+
+
+def softplus(x):
+    """log(1 + exp(x)), computed as max(x, 0) + log1p(exp(-|x|))."""
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def zero(x):
+    """0 of x's type (a bare 0.0 would promote float32 arithmetic to float64)."""
+    return 0.0
+
+
+_EXACT = {"fastmath": {"contract"}, "error_model": "numpy"}
+
+
+@overload(fast_exp, jit_options=_EXACT)
+def _ov_exp(x):
+    if x == types.float32:
+        return lambda x: _exp32(x)
+    return lambda x: math.exp(x)
+
+
+@overload(softplus, jit_options=_EXACT)
+def _ov_softplus(x):
+    if x == types.float32:
+        return lambda x: (x if x > _ZERO else _ZERO) + _log1p01_32(_exp32(-abs(x)))
+    return lambda x: max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@overload(sigmoid, jit_options=_EXACT)
+def _ov_sigmoid(x):
+    if x == types.float32:
+        return lambda x: _ONE / (_ONE + _exp32(-x))
+    return lambda x: 1.0 / (1.0 + math.exp(-x))
+
+
+@overload(zero)
+def _ov_zero(x):
+    if x == types.float32:
+        return lambda x: _ZERO
+    return lambda x: 0.0
+
+
+@_jit(parallel=True)
+def exp_array(x, out):
+    """out = fast_exp(x) elementwise over flat arrays (tests and the benchmark's exp throughput)."""
+    for i in prange(x.shape[0]):
+        out[i] = fast_exp(x[i])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mamba1 kernels. Global layouts: u, delta, z, y (B', E, T); A (E, N); Bt, Ct (B', G, T, N); D, bias (E,);
+# h0, last (B', E, N); ckpt (B', E, ceil(T/L), N). Absent D / bias are zeros, absent z / h0 are never read (flags).
+# A work item w = (batch, group, channel block) holds its ec channels in the innermost ("lane") axis of local
+# buffers: every inner loop runs over ec contiguous channels (long enough to vectorise well), and the reductions
+# over channels (y needs none; dB, dC do) stay inside one work item, so no two threads write the same element.
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _work_item(w, nb, ng, nblk, epg):
+    """(batch, group, first channel, channel count) of work item w."""
+    b, gi, k = w // (ng * nblk), (w // nblk) % ng, w % nblk
+    eb = -(-epg // nblk)
+    e0 = gi * epg + k * eb
+    return b, gi, e0, min(eb, gi * epg + epg - e0)
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _load_dt(delta, u, bias, sp, b, e0, lo, L, row, dtT, dtuT):
+    """dtT[j, c] = softplus?(delta + bias), dtuT = dt * u for steps lo..lo+L of channels e0.. (L, ec).
+    Computed along contiguous rows (vectorised), then transposed by plain strided copies."""
+    for c in range(dtT.shape[1]):
+        db, ub, bc = delta[b, e0 + c], u[b, e0 + c], bias[e0 + c]
+        if sp:
+            for j in range(L):
+                row[j] = softplus(db[lo + j] + bc)
+        else:
+            for j in range(L):
+                row[j] = db[lo + j] + bc
+        for j in range(L):
+            dtT[j, c] = row[j]
+            dtuT[j, c] = row[j] * ub[lo + j]
+
+
+@_jit
+def _ss_fwd(u, delta, A, Bt, Ct, D, z, bias, h0, has_z, sp, has_h0, chunk, nblk, y, last, ckpt):
+    """Forward over blocks of `blk` steps (a multiple of the checkpoint interval `chunk`): long contiguous row reads
+    and writes of u, delta, z, y per block, a checkpoint every `chunk` steps."""
+    nb, ne, nt = u.shape
+    ng, n = Bt.shape[1], A.shape[1]
+    blk = chunk * max(1, FWD_BLOCK // chunk)
+    for w in prange(nb * ng * nblk):
+        b, gi, e0, ec = _work_item(w, nb, ng, nblk, ne // ng)
+        Bb, Cb = Bt[b, gi], Ct[b, gi]
+        a, h = np.empty((n, ec), u.dtype), np.empty((n, ec), u.dtype)
+        dtT, dtuT, yT = np.empty((blk, ec), u.dtype), np.empty((blk, ec), u.dtype), np.empty((blk, ec), u.dtype)
+        row = np.empty(blk, u.dtype)
+        for c in range(ec):
+            for i in range(n):
+                a[i, c] = A[e0 + c, i]
+                h[i, c] = h0[b, e0 + c, i] if has_h0 else zero(a[i, c])
+        for lo in range(0, nt, blk):
+            L = min(nt, lo + blk) - lo
+            _load_dt(delta, u, bias, sp, b, e0, lo, L, row, dtT, dtuT)
+            for j in range(L):  # h = exp(dt A) h + dt u B ;  y = C.h   (vectorised over the ec channels)
+                if j % chunk == 0:
+                    for c in range(ec):
+                        ckpt[b, e0 + c, (lo + j) // chunk, :] = h[:, c]
+                yT[j, :] = 0
+                for i in range(n):
+                    bi, ci = Bb[lo + j, i], Cb[lo + j, i]
+                    for c in range(ec):
+                        hv = fast_exp(dtT[j, c] * a[i, c]) * h[i, c] + dtuT[j, c] * bi
+                        h[i, c] = hv
+                        yT[j, c] += ci * hv
+            for c in range(ec):  # y = (C.h + D u) * silu(z), written once
+                yb, ub, dv = y[b, e0 + c], u[b, e0 + c], D[e0 + c]
+                for j in range(L):
+                    row[j] = yT[j, c]
+                if has_z:
+                    zb = z[b, e0 + c]
+                    for j in range(L):
+                        zt = zb[lo + j]
+                        yb[lo + j] = (row[j] + dv * ub[lo + j]) * zt * sigmoid(zt)
+                else:
+                    for j in range(L):
+                        yb[lo + j] = row[j] + dv * ub[lo + j]
+        for c in range(ec):
+            last[b, e0 + c, :] = h[:, c]
+
+
+@_jit
+def _ss_bwd(u, delta, A, Bt, Ct, D, z, bias, has_z, sp, chunk, nblk, ckpt, dy, dlast,
+            du, ddelta, dz, dA, dBt, dCt, dD, dbias, dh0):
+    """Reverse-time adjoint, chunk by chunk from the checkpoints. dBt[w], dCt[w] (T, N) belong to work item w
+    (summed over blocks by the caller); dA, dD, dbias, dh0 per (batch, channel)."""
+    nb, ne, nt = u.shape
+    ng, n = Bt.shape[1], A.shape[1]
+    for w in prange(nb * ng * nblk):
+        b, gi, e0, ec = _work_item(w, nb, ng, nblk, ne // ng)
+        Bb, Cb, dBw, dCw = Bt[b, gi], Ct[b, gi], dBt[w], dCt[w]
+        a, gh, dAT = np.empty((n, ec), u.dtype), np.empty((n, ec), u.dtype), np.zeros((n, ec), u.dtype)
+        S, dec = np.empty((chunk + 1, n, ec), u.dtype), np.empty((chunk, n, ec), u.dtype)
+        dtT, dtuT, gyT = np.empty((chunk, ec), u.dtype), np.empty((chunk, ec), u.dtype), np.empty((chunk, ec), u.dtype)
+        ypT, ddtuT, ddtAT = np.empty((chunk, ec), u.dtype), np.empty((chunk, ec), u.dtype), np.empty((chunk, ec), u.dtype)
+        dDc, dbc = np.zeros(ec, u.dtype), np.zeros(ec, u.dtype)
+        row, row2 = np.empty(chunk, u.dtype), np.empty(chunk, u.dtype)
+        for c in range(ec):
+            for i in range(n):
+                a[i, c] = A[e0 + c, i]
+                gh[i, c] = dlast[b, e0 + c, i]
+        for k in range(ckpt.shape[2] - 1, -1, -1):
+            lo = k * chunk
+            L = min(nt, lo + chunk) - lo
+            _load_dt(delta, u, bias, sp, b, e0, lo, L, row, dtT, dtuT)
+            for c in range(ec):
+                S[0, :, c] = ckpt[b, e0 + c, k]
+            for j in range(L):  # recompute the chunk: S[j + 1] = h_{lo+j}, dec[j] = exp(dt A) at step lo + j
+                ypT[j, :] = 0
+                for i in range(n):
+                    bi, ci = Bb[lo + j, i], Cb[lo + j, i]
+                    for c in range(ec):
+                        q = fast_exp(dtT[j, c] * a[i, c])
+                        dec[j, i, c] = q
+                        hv = q * S[j, i, c] + dtuT[j, c] * bi
+                        S[j + 1, i, c] = hv
+                        ypT[j, c] += ci * hv
+            for c in range(ec):  # through the gate and the skip (along contiguous rows, then transposed)
+                dyb, ub, dv, dDe = dy[b, e0 + c], u[b, e0 + c], D[e0 + c], dDc[c]
+                if has_z:
+                    zb, dzb = z[b, e0 + c], dz[b, e0 + c]
+                    for j in range(L):
+                        row[j] = ypT[j, c]
+                    for j in range(L):
+                        t = lo + j
+                        s = sigmoid(zb[t])
+                        dzb[t] = dyb[t] * (row[j] + dv * ub[t]) * s * (_ONE + zb[t] * (_ONE - s))
+                        row[j] = dyb[t] * zb[t] * s
+                else:
+                    for j in range(L):
+                        row[j] = dyb[lo + j]
+                for j in range(L):
+                    gyT[j, c] = row[j]
+                    dDe += row[j] * ub[lo + j]
+                dDc[c] = dDe
+            ddtuT[:L] = 0
+            ddtAT[:L] = 0
+            for j in range(L - 1, -1, -1):  # the adjoint: y_t = C_t.h_t, h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t
+                for i in range(n):
+                    bi, ci = Bb[lo + j, i], Cb[lo + j, i]
+                    sC, sB = zero(bi), zero(bi)
+                    for c in range(ec):
+                        g = gyT[j, c]
+                        sC += g * S[j + 1, i, c]
+                        ghv = gh[i, c] + g * ci
+                        sB += dtuT[j, c] * ghv
+                        ddtuT[j, c] += ghv * bi
+                        q = ghv * S[j, i, c] * dec[j, i, c]  # d/d(dt A)
+                        ddtAT[j, c] += q * a[i, c]
+                        dAT[i, c] += q * dtT[j, c]
+                        gh[i, c] = ghv * dec[j, i, c]
+                    dCw[lo + j, i] += sC
+                    dBw[lo + j, i] += sB
+            for c in range(ec):  # du, and ddelta through softplus (d softplus(x)/dx = sigmoid(x))
+                dub, ddb, ub, dlb = du[b, e0 + c], ddelta[b, e0 + c], u[b, e0 + c], delta[b, e0 + c]
+                bc, dv, dbe = bias[e0 + c], D[e0 + c], dbc[c]
+                for j in range(L):
+                    dub[lo + j] = gyT[j, c] * dv + ddtuT[j, c] * dtT[j, c]
+                    row[j] = ddtuT[j, c] * ub[lo + j] + ddtAT[j, c]
+                if sp:
+                    for j in range(L):
+                        row[j] *= sigmoid(dlb[lo + j] + bc)
+                for j in range(L):
+                    ddb[lo + j] = row[j]
+                    dbe += row[j]
+                dbc[c] = dbe
+        for c in range(ec):
+            dA[b, e0 + c, :] = dAT[:, c]
+            dh0[b, e0 + c, :] = gh[:, c]
+            dD[b, e0 + c] = dDc[c]
+            dbias[b, e0 + c] = dbc[c]
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().numpy()
+
+
+def _threads() -> int:
+    """Follow torch's thread count (the caller's choice), within numba's pool."""
+    nt = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(nt)
+    return nt
+
+
+def _blocks(items: int, channels: int, threads: int) -> int:
+    """Channel blocks per (batch, group): enough work items for every thread, blocks as wide as possible."""
+    want = 4 * threads if threads > 1 else 1
+    return 1 if items >= want else min(channels, -(-want // items))
+
+
+class _SelectiveScanFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, bias, h0, softplus_, chunk):
+        bsz, e, t = u.shape
+        n = A.shape[1]
+        Bt, Ct = (x.view(bsz, -1, n, t).transpose(-1, -2).contiguous() for x in (B, C))  # (B', G, T, N)
+        Dv = torch.zeros(e, dtype=u.dtype) if D is None else D.contiguous()
+        bv = torch.zeros(e, dtype=u.dtype) if bias is None else bias.contiguous()
+        zz = u.new_zeros(1, 1, 1) if z is None else z.contiguous()
+        hh = u.new_zeros(1, 1, 1) if h0 is None else h0.contiguous()
+        y, last = torch.empty_like(u), u.new_empty(bsz, e, n)
+        ckpt = u.new_empty(bsz, e, -(-t // chunk), n)  # (B', E, ceil(T/L), N)
+        nblk = _blocks(bsz * Bt.shape[1], e // Bt.shape[1], _threads())
+        _ss_fwd(_np(u), _np(delta), _np(A), _np(Bt), _np(Ct), _np(Dv), _np(zz), _np(bv), _np(hh),
+                z is not None, softplus_, h0 is not None, chunk, nblk, _np(y), _np(last), _np(ckpt))
+        ctx.save_for_backward(u, delta, A, Bt, Ct, Dv, zz, bv, ckpt)
+        ctx.flags = (z is not None, softplus_, chunk, B.shape, D is not None, bias is not None)
+        return y, last
+
+    @staticmethod
+    def backward(ctx, dy, dlast):
+        u, delta, A, Bt, Ct, Dv, zz, bv, ckpt = ctx.saved_tensors
+        has_z, sp, chunk, b_shape, has_D, has_bias = ctx.flags
+        bsz, e, t = u.shape
+        g, n = Bt.shape[1], A.shape[1]
+        nblk = _blocks(bsz * g, e // g, _threads())
+        dy = torch.zeros_like(u) if dy is None else dy.contiguous()
+        dlast = u.new_zeros(bsz, e, n) if dlast is None else dlast.contiguous()
+        du, ddelta = torch.empty_like(u), torch.empty_like(u)
+        dz = torch.empty_like(u) if has_z else u.new_empty(1, 1, 1)
+        dA, dh0 = u.new_empty(bsz, e, n), u.new_empty(bsz, e, n)
+        dBt, dCt = u.new_zeros(bsz * g * nblk, t, n), u.new_zeros(bsz * g * nblk, t, n)  # (W, T, N)
+        dD, dbias = u.new_empty(bsz, e), u.new_empty(bsz, e)
+        _ss_bwd(_np(u), _np(delta), _np(A), _np(Bt), _np(Ct), _np(Dv), _np(zz), _np(bv), has_z, sp, chunk, nblk,
+                _np(ckpt), _np(dy), _np(dlast), _np(du), _np(ddelta), _np(dz), _np(dA), _np(dBt), _np(dCt),
+                _np(dD), _np(dbias), _np(dh0))
+        dB, dC = (x.view(bsz, g, nblk, t, n).sum(2).transpose(-1, -2).reshape(b_shape) for x in (dBt, dCt))
+        grads = (du, ddelta, dA.sum(0), dB, dC, dD.sum(0) if has_D else None, dz if has_z else None,
+                 dbias.sum(0) if has_bias else None, dh0)
+        return tuple(gr if need else None for gr, need in zip(grads, ctx.needs_input_grad)) + (None, None)
+
+
+def fused_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         initial_state=None, chunk=None):
+    """Mamba1 selective scan with bias, softplus, skip and gate fused: `scan.selective_scan`'s arguments, checked.
+
+    u, delta, z (B', E, T); A (E, N); B, C (B', N, T) or (B', G, N, T); D, delta_bias (E,); initial_state (B', E, N).
+    Returns y (B', E, T) = (C.h + D u) * silu(z) and the last state (B', E, N). float32 / float64 compute (other
+    floating dtypes are computed in float32 and cast back); CPU tensors only; chunk: checkpoint interval L.
+    """
+    if u.device.type != "cpu":
+        raise ValueError(f"u: the fused kernel needs CPU tensors, got device {u.device}")
+    L = DEFAULT_CHUNK if chunk is None else int(chunk)
+    if L < 1:
+        raise ValueError(f"chunk: expected a positive int, got {chunk!r}")
+    cdt = u.dtype if u.dtype in (torch.float32, torch.float64) else torch.float32
+    cast = lambda x: None if x is None else x.to(cdt).contiguous()  # noqa: E731
+    y, last = _SelectiveScanFn.apply(*map(cast, (u, delta, A, B, C, D, z, delta_bias, initial_state)),
+                                     bool(delta_softplus), L)
+    return y.to(u.dtype), last.to(u.dtype)
