@@ -61,10 +61,11 @@ def ssd_scan(
         y, last = ssd_scan_ref(x, dt, A, Bh, Ch, initial_state)
     elif impl == "chunked":
         y, last = ssd_scan_chunked(x, dt, A, Bh, Ch, initial_state, chunk_size)
-    else:  # "fused"
+    else:  # "fused": grouped B, C (the kernel shares them across a group's heads), skip and gate inside the kernel
         from slotssm.ssm.fused import fused_ssd_scan
 
-        y, last = fused_ssd_scan(x, dt, A, Bh, Ch, initial_state, chunk_size)
+        y, last = fused_ssd_scan(x, dt, A, B, C, D, z, initial_state, chunk_size)
+        return (y, last) if return_final_state else y
     if D is not None:
         y = y + x * (D[:, None] if D.dim() == 1 else D)
     if z is not None:
