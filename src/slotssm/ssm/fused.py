@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 log = logging.getLogger("slotssm.ssm")
@@ -74,6 +75,24 @@ def _pow2(typingctx, k):
         return builder.bitcast(bits, fty)
 
     return k(k), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i):
+    """Hint the cache line of 1-D arr[i] in (llvm.prefetch: read, high locality); no effect on results."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, i), codegen
 
 
 _F = np.float32
@@ -207,6 +226,18 @@ def _load_dt(delta, u, bias, sp, b, e0, lo, L, row, dtT, dtuT):
             dtuT[j, c] = row[j] * ub[lo + j]
 
 
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _prefetch_rows(arr, b, e0, ec, lo, hi):
+    """Prefetch arr[b, e0:e0+ec, lo:hi] (the next chunk's short rows, which the hardware prefetchers miss)."""
+    if lo < hi:
+        step = max(1, 64 // arr.itemsize)
+        for c in range(ec):
+            row = arr[b, e0 + c]
+            for t in range(lo, hi, step):
+                _prefetch(row, t)
+            _prefetch(row, hi - 1)
+
+
 @_jit
 def _ss_fwd(u, delta, A, Bt, Ct, D, z, bias, h0, has_z, sp, has_h0, chunk, nblk, y, last, ckpt):
     """Forward over blocks of `blk` steps (a multiple of the checkpoint interval `chunk`): long contiguous row reads
@@ -227,6 +258,10 @@ def _ss_fwd(u, delta, A, Bt, Ct, D, z, bias, h0, has_z, sp, has_h0, chunk, nblk,
         for lo in range(0, nt, blk):
             L = min(nt, lo + blk) - lo
             _load_dt(delta, u, bias, sp, b, e0, lo, L, row, dtT, dtuT)
+            for arr in (delta, u, y):  # the next block's rows, fetched while this block is scanned
+                _prefetch_rows(arr, b, e0, ec, lo + L, min(nt, lo + L + blk))
+            if has_z:
+                _prefetch_rows(z, b, e0, ec, lo + L, min(nt, lo + L + blk))
             for j in range(L):  # h = exp(dt A) h + dt u B ;  y = C.h   (vectorised over the ec channels)
                 if j % chunk == 0:
                     for c in range(ec):
@@ -278,6 +313,12 @@ def _ss_bwd(u, delta, A, Bt, Ct, D, z, bias, has_z, sp, chunk, nblk, ckpt, dy, d
             lo = k * chunk
             L = min(nt, lo + chunk) - lo
             _load_dt(delta, u, bias, sp, b, e0, lo, L, row, dtT, dtuT)
+            plo = max(0, lo - chunk)  # the rows of the chunk after this one (in reverse time) are fetched meanwhile
+            for arr in (delta, u, dy, du, ddelta):
+                _prefetch_rows(arr, b, e0, ec, plo, lo)
+            if has_z:
+                _prefetch_rows(z, b, e0, ec, plo, lo)
+                _prefetch_rows(dz, b, e0, ec, plo, lo)
             for c in range(ec):
                 S[0, :, c] = ckpt[b, e0 + c, k]
             for j in range(L):  # recompute the chunk: S[j + 1] = h_{lo+j}, dec[j] = exp(dt A) at step lo + j
