@@ -112,7 +112,7 @@ def check_paths(paths, lengths) -> dict:
                 grads = torch.autograd.grad((y * w).sum(), list(leaves.values()))
                 if p == "mambapy":  # back to (B', E, T) / (B', N, T)
                     grads = [gr.transpose(1, 2) if gr.dim() == 3 else gr for gr in grads]
-                outs.append([y, *grads])
+                outs.append([v.detach() for v in (y, *grads)])
             err = max(float((a - b).abs().max() / a.abs().max().clamp(min=1e-6)) for a, b in zip(*outs))
             errors[f"{path}@{t}"] = err
             if not err <= 1e-4:

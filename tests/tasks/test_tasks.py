@@ -31,7 +31,9 @@ def make(name, data_dir, model="slotssm", **data):
 
 
 def test_every_task_is_registered():
-    assert set(list_tasks()) == set(EXPECTED)
+    # Other test modules may register their own tasks (the trainer's "toy"); the library's own are exactly these.
+    builtin = {n for n in list_tasks() if get_task(n).__module__.startswith("slotssm.")}
+    assert builtin == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
