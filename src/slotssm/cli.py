@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Modules that contribute commands, imported when the CLI starts.
@@ -30,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and os.environ.get("SLOTSSM_MALLOC", "tuned") != "default":
+        # A process started by the `slotssm` command keeps freed heap memory for reuse (see slotssm.malloc);
+        # SLOTSSM_MALLOC=default keeps glibc's settings. Library calls of main() from Python change nothing.
+        from slotssm.malloc import tune_malloc
+
+        tune_malloc()
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as err:

@@ -156,3 +156,19 @@ def test_fused_rejects_non_cpu_and_bad_chunk():
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match="u: the fused kernel needs CPU tensors"):
             fused.fused_selective_scan(*(inp[k].cuda() for k in ("u", "delta", "A", "B", "C")))
+
+
+@pytest.mark.parametrize("want", [1, 2])
+def test_fused_call_leaves_torch_thread_count_alone(want):
+    # numba's OpenMP pool shares the OpenMP runtime with torch: a fused call must not change torch's thread count.
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(want)
+        u = torch.randn(2, 8, 10, requires_grad=True)
+        selective_scan(u, u.abs(), -torch.rand(8, 4), torch.randn(2, 4, 10), torch.randn(2, 4, 10),
+                       impl="fused").sum().backward()
+        ssd_scan(torch.randn(2, 10, 2, 4, requires_grad=True), torch.rand(2, 10, 2), -torch.rand(2), torch.randn(2, 10, 1, 4),
+                 torch.randn(2, 10, 1, 4), impl="fused").sum().backward()
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)

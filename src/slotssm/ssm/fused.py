@@ -391,9 +391,31 @@ def _np(x: torch.Tensor) -> np.ndarray:
     return x.detach().numpy()
 
 
+@njit(parallel=True, cache=False)
+def _touch_pool(out):
+    for i in prange(out.shape[0]):
+        out[i] = i
+
+
+_pool_started = False
+
+
 def _threads() -> int:
-    """Follow torch's thread count (the caller's choice), within numba's pool."""
-    nt = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    """Follow torch's thread count (the caller's choice), within numba's pool.
+
+    Starting numba's OpenMP pool sets the process-wide OpenMP thread count to numba's maximum, which is also
+    torch's: a process that asked torch for 1 thread would silently run its torch ops on all cores from the first
+    fused call on (measured: two 1-thread training processes on 2 cores ran 5x slower). The pool is started once,
+    here, and torch's count put back.
+    """
+    global _pool_started
+    want = torch.get_num_threads()
+    if not _pool_started:
+        _touch_pool(np.empty(2 * numba.config.NUMBA_NUM_THREADS, dtype=np.int64))
+        _pool_started = True
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+    nt = max(1, min(want, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(nt)
     return nt
 
