@@ -26,6 +26,7 @@ def test_reproduce_runs_seeds_and_writes_a_page(tmp_path):
     assert main(args) == 0
     page = (tmp_path / "results" / "object_centric.md").read_text()
     assert "| oc_slotssm |" in page and "| savi |" in page and "+-" in page
+    assert "| *reference: one segment* |" in page and "Order by `fg_ari`" in page
     raw = json.loads((tmp_path / "results" / "object_centric.json").read_text())
     assert len(raw["runs"]) == 4 and raw["steps"] == 2
     # A second call finds every run finished and only rewrites the page.

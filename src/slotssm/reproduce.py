@@ -156,10 +156,27 @@ def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
     return json.loads((run / "eval.json").read_text())["metrics"]
 
 
+def _run_seconds(run: Path) -> float:
+    """Wall time of one finished run: from its config (written first) to its evaluation (written last)."""
+    return (run / "eval.json").stat().st_mtime - (run / "config.json").stat().st_mtime
+
+
+def references(exp: Experiment, args) -> dict:
+    """{variant: {reference name: metrics}}: the task's model-free answers on each variant's validation split."""
+    from slotssm.tasks import get_task
+    from slotssm.train.config import apply_overrides
+
+    cls, out = get_task(exp.task), {}
+    for variant, extra in exp.variants.items():
+        sets = list(exp.overrides) + list(args.overrides) + list(extra)
+        task = cls(apply_overrides(cls.default_config(args.preset, exp.models[0]), sets), args.data_dir)
+        out[variant] = task.reference_metrics(task.datasets()[1])
+    return out
+
+
 def run_reproduce(args) -> int:
     exp = EXPERIMENTS[args.experiment]
     root = Path(args.runs_dir) / args.experiment
-    start = time.perf_counter()
     plan = _plan(exp, args.seeds)
     steps = args.steps
     if not steps:
@@ -182,7 +199,9 @@ def run_reproduce(args) -> int:
                 print(f"  done {p[0] or '-'} {p[1]}{' (pre-training)' if p[3] else ''} seed {p[2]}", flush=True)
     from slotssm.results import write_results
 
-    page = write_results(args.experiment, exp, results, steps, time.perf_counter() - start, Path(args.results_dir),
-                         args.preset, tuple(exp.overrides) + tuple(args.overrides))
+    run_s = sum(_run_seconds(_run_dir(root, *p)) for p in plan)
+    page = write_results(args.experiment, exp, results, steps, run_s, Path(args.results_dir),
+                         args.preset, tuple(exp.overrides) + tuple(args.overrides),
+                         references=references(exp, args))
     print(f"results: {page}")
     return 0

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,3 +94,32 @@ def test_unknown_preset_and_model():
         cls.default_config("huge", "slotssm")
     with pytest.raises(ValueError, match="unknown name 'nope'"):
         cls.default_config("tiny", "nope")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_reference_metrics_are_the_model_free_answers(name, data_dir):
+    task = make(name, data_dir)
+    val = task.datasets()[1]
+    refs = task.reference_metrics(val)
+    assert refs and all(isinstance(v, dict) and v for v in refs.values())
+    batch = task.collate([val[i] for i in range(len(val))])
+    if name == "video_prediction":
+        d = task.config.data
+        frames = batch["frames"].double() / 255
+        want = ((frames[:, d.context - 1] - frames[:, d.context]) ** 2).mean()
+        assert refs["last frame repeated"]["mse_step_1"] == pytest.approx(float(want), rel=1e-6)
+        assert refs["blank frame"]["rollout_mse"] == pytest.approx(float((frames[:, d.context:] ** 2).mean()), rel=1e-6)
+    elif name == "blinking_balls":
+        target = batch["target_classes"]
+        assert refs["all background"]["pixel_acc"] == pytest.approx(float((target == 0).float().mean()), rel=1e-5)
+        assert refs["all background"]["ball_acc"] == 0.0
+    elif name == "snitch_localization":
+        assert refs["uniform guess"]["top1"] == pytest.approx(1 / 36)
+        assert 0 <= refs["centre cell"]["top1"] <= 1
+    else:
+        from sklearn.metrics import adjusted_rand_score
+
+        true = batch["segmentations"].numpy()
+        want = [adjusted_rand_score(t[t > 0], np.zeros((t > 0).sum())) for t in true.reshape(len(true), -1)]
+        assert refs["one segment"]["fg_ari"] == pytest.approx(float(np.mean(want)))  # 0 unless one object only
+        assert 0 < refs["one segment"]["miou"] < 1

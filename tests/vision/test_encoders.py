@@ -92,3 +92,26 @@ def test_patch_tokenizer():
     with pytest.raises(ValueError, match="patch_size"):
         PatchTokenizer(8, 3, 3, 16)
     assert PatchTokenizer(8, 4, 3, 16).pos_time is None
+
+
+def test_sincos_2d_table():
+    from slotssm.vision import sincos_2d
+
+    t = sincos_2d(3, 5, 16)
+    assert t.shape == (15, 16) and t.dtype == torch.float32
+    # row-major: entry i*w + j encodes x=j, y=i; the first quarter is sin(x * 1), the third sin(y * 1)
+    assert torch.allclose(t[1 * 5 + 4, 0], torch.sin(torch.tensor(4.0)))
+    assert torch.allclose(t[2 * 5 + 0, 8], torch.sin(torch.tensor(2.0)))
+    assert torch.cdist(t, t).add(torch.eye(15) * 1e3).min() > 0.1  # every position distinct
+    assert sincos_2d(2, 2, 6).abs().max() < 0.2  # d not a multiple of 4: small noise instead
+
+
+def test_position_embeddings_start_from_sincos():
+    from slotssm.vision import TransformerDecoder, sincos_2d
+
+    tok = PatchTokenizer(16, 4, 1, 32)
+    assert torch.equal(tok.pos_space.data, sincos_2d(4, 4, 32))
+    dec = TransformerDecoder(16, 8, 32, 4, 1, grid=(4, 4))
+    assert torch.equal(dec.queries.data, sincos_2d(4, 4, 32))
+    with pytest.raises(ValueError, match="grid"):
+        TransformerDecoder(16, 8, 32, 4, 1, grid=(4, 5))

@@ -304,7 +304,7 @@ def _ss_bwd(u, delta, A, Bt, Ct, D, z, bias, has_z, sp, chunk, nblk, ckpt, dy, d
         dtT, dtuT, gyT = np.empty((chunk, ec), u.dtype), np.empty((chunk, ec), u.dtype), np.empty((chunk, ec), u.dtype)
         ypT, ddtuT, ddtAT = np.empty((chunk, ec), u.dtype), np.empty((chunk, ec), u.dtype), np.empty((chunk, ec), u.dtype)
         dDc, dbc = np.zeros(ec, u.dtype), np.zeros(ec, u.dtype)
-        row, row2 = np.empty(chunk, u.dtype), np.empty(chunk, u.dtype)
+        row = np.empty(chunk, u.dtype)
         for c in range(ec):
             for i in range(n):
                 a[i, c] = A[e0 + c, i]

@@ -74,6 +74,13 @@ class Task(abc.ABC):
     def visualise(self, model: nn.Module, dataset: Dataset, out_dir: Path, *, device) -> list[Path]:
         """Write pictures of the model's behaviour on `dataset` into `out_dir`; return the files written."""
 
+    def reference_metrics(self, dataset: Dataset) -> dict[str, dict[str, float]]:
+        """Metrics of model-free answers on `dataset` ({name: metrics}), the floor a trained model must clear.
+
+        Results pages put them under the models: a model no better than these has not learned the task yet.
+        """
+        return {}
+
     def collate(self, items: list[dict]) -> dict:
         """Stack a list of dataset items into a batch (default: `torch.utils.data.default_collate`)."""
         return default_collate(items)

@@ -26,7 +26,7 @@ from slotssm.tasks.common import (
 
 )
 from slotssm.tasks.registry import register_task
-from slotssm.vision import TransformerDecoder
+from slotssm.vision import TransformerDecoder, sincos_2d
 from slotssm.vision.encoders import unpatchify
 
 NUM_CLASSES = 7
@@ -73,9 +73,10 @@ class PatchSequenceEmbedding(nn.Module):
 
     def __init__(self, patch: int, image_size: int, d_in: int):
         super().__init__()
-        self.patch, self.m = patch, (image_size // patch) ** 2
+        self.patch, self.side = patch, image_size // patch
+        self.m = self.side**2
         self.proj = nn.Linear(patch * patch * 3, d_in)
-        self.pos = nn.Parameter(torch.randn(self.m, d_in) * 0.02)  # (M, D_in)
+        self.pos = nn.Parameter(sincos_2d(self.side, self.side, d_in))  # (M, D_in), learned from a sin-cos start
 
     def forward(self, frames: Tensor) -> Tensor:
         seq = patchify(frames.float() / 255.0, self.patch)  # (B, T*M, p*p*3)
@@ -95,7 +96,7 @@ class BlinkingBalls(PresetTask):
         d, seq = self.config.data, build_sequence_model(self.config)
         encoder = PatchSequenceEmbedding(d.patch, d.image_size, seq.input_dim)
         head = TransformerDecoder(encoder.m, d.patch * d.patch * NUM_CLASSES, d.decoder_width, d.decoder_heads,
-                                  d.decoder_layers, d_slot=seq.d_model)
+                                  d.decoder_layers, d_slot=seq.d_model, grid=(encoder.side, encoder.side))
         return TaskModel(encoder, seq, head)
 
     def datasets(self):
@@ -141,6 +142,27 @@ class BlinkingBalls(PresetTask):
             sizes.append(target.shape[0])
         total = sum(sizes)
         return {k: sum(r[k] * n for r, n in zip(rows, sizes)) / total for k in rows[0]} | {"seq_len": self.config.data.seq_len}
+
+    def reference_metrics(self, dataset):
+        """All background; and the last context frame with every ball white (right shapes, no colour memory)."""
+        from slotssm.data.blinking_balls import PALETTE
+
+        palette = torch.as_tensor(np.asarray(PALETTE), dtype=torch.float32) / 255.0
+        sums, total = {}, 0
+        for batch in batch_iter(dataset, 64, self.collate):
+            target = batch["target_classes"].long()  # (B, H, W)
+            last = batch["frames"][:, -1]  # (B, H, W, 3)
+            guesses = {"all background": torch.zeros_like(target),
+                       "last frame, balls white": (last.amax(-1) > 127).long()}
+            ball = target > 0
+            for k, pred in guesses.items():
+                row = sums.setdefault(k, {"pixel_acc": 0.0, "ball_acc": 0.0, "image_mse": 0.0})
+                n = target.shape[0]
+                row["pixel_acc"] += (pred == target).float().mean().item() * n
+                row["ball_acc"] += ((pred == target) & ball).sum().item() / max(1, ball.sum().item()) * n
+                row["image_mse"] += F.mse_loss(palette[pred], palette[target]).item() * n
+            total += target.shape[0]
+        return {k: {m: v / total for m, v in row.items()} for k, row in sums.items()}
 
     @torch.no_grad()
     def visualise(self, model, dataset, out_dir: Path, *, device):

@@ -71,7 +71,7 @@ class VideoPrediction(PresetTask):
         d, seq = self.config.data, build_sequence_model(self.config)
         encoder = PatchTokenizer(d.image_size, d.patch, 1, seq.input_dim)
         head = TransformerDecoder(encoder.num_patches, d.patch * d.patch, d.decoder_width, d.decoder_heads,
-                                  d.decoder_layers, d_slot=seq.d_model)
+                                  d.decoder_layers, d_slot=seq.d_model, grid=encoder.grid)
         return TaskModel(encoder, seq, head)
 
     def datasets(self):
@@ -131,6 +131,29 @@ class VideoPrediction(PresetTask):
                    "rollout_mse_last": float(per_step[-1])}
         metrics.update({f"mse_step_{i + 1}": float(v) for i, v in enumerate(per_step)})
         return metrics
+
+    @torch.no_grad()
+    def reference_metrics(self, dataset):
+        """Rollout MSE of: a blank frame; the mean of the context frames; the last context frame repeated."""
+        d = self.config.data
+        sq = {k: torch.zeros(d.rollout, dtype=torch.float64) for k in ("blank frame", "mean context frame",
+                                                                         "last frame repeated")}
+        count = 0
+        for batch in batch_iter(dataset, 64, self.collate):
+            frames = to_float_frames(batch["frames"]).double()
+            context, target = frames[:, : d.context], frames[:, d.context : d.context + d.rollout]
+            guesses = {"blank frame": torch.zeros_like(context[:, :1]), "mean context frame": context.mean(1, True),
+                       "last frame repeated": context[:, -1:]}
+            for k, g in guesses.items():
+                sq[k] += ((g - target) ** 2).mean(dim=(2, 3, 4)).sum(0)
+            count += frames.shape[0]
+        out = {}
+        for k, v in sq.items():
+            per_step = (v / count).numpy()
+            out[k] = {"rollout_mse": float(per_step.mean()), "rollout_mse_first": float(per_step[0]),
+                      "rollout_mse_last": float(per_step[-1])}
+            out[k].update({f"mse_step_{i + 1}": float(x) for i, x in enumerate(per_step)})
+        return out
 
     def visualise(self, model, dataset, out_dir: Path, *, device):
         from slotssm import viz

@@ -1,7 +1,7 @@
 """Pixels <-> tokens and slots: CNN encoder, patch tokenizer, transformer and spatial broadcast decoders."""
 
 from .decoders import SpatialBroadcastDecoder, TransformerDecoder
-from .encoders import CNNEncoder, PatchTokenizer, SoftPositionEmbedding, build_grid, patchify, unpatchify
+from .encoders import CNNEncoder, PatchTokenizer, SoftPositionEmbedding, build_grid, patchify, sincos_2d, unpatchify
 
 __all__ = [
     "CNNEncoder",
@@ -9,6 +9,7 @@ __all__ = [
     "SoftPositionEmbedding",
     "build_grid",
     "patchify",
+    "sincos_2d",
     "unpatchify",
     "TransformerDecoder",
     "SpatialBroadcastDecoder",

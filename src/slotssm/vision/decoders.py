@@ -17,7 +17,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from ..layers import TransformerLayer
-from .encoders import SoftPositionEmbedding
+from .encoders import SoftPositionEmbedding, sincos_2d
 
 __all__ = ["TransformerDecoder", "SpatialBroadcastDecoder"]
 
@@ -38,6 +38,7 @@ class TransformerDecoder(nn.Module):
         num_patches: M, output patches per image.  patch_dim_out: values per patch (e.g. ph * pw * C).
         d_model: D of the queries.  num_heads: H.  num_layers: decoder layers.
         d_slot: width of the slots (default D).  mlp_ratio: MLP hidden width / D.
+        grid: (h, w) of the patches (row-major); when given the queries start as `sincos_2d(h, w, D)`.
 
     forward(slots (B*, K, Ds), *, return_attention=True) -> (patches (B*, M, patch_dim_out),
     slot_attention (B*, M, K) | None): the last cross-attention's weights averaged over heads; its argmax over K
@@ -45,10 +46,13 @@ class TransformerDecoder(nn.Module):
     """
 
     def __init__(self, num_patches: int, patch_dim_out: int, d_model: int, num_heads: int, num_layers: int = 3, *,
-                 d_slot: int | None = None, mlp_ratio: float = 4.0) -> None:
+                 d_slot: int | None = None, mlp_ratio: float = 4.0, grid: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.num_patches, self.d_slot = num_patches, d_model if d_slot is None else d_slot
-        self.queries = nn.Parameter(torch.randn(num_patches, d_model) * 0.02)  # (M, D)
+        if grid is not None and grid[0] * grid[1] != num_patches:
+            raise ValueError(f"grid: expected h * w == num_patches={num_patches}, got {tuple(grid)}")
+        start = sincos_2d(*grid, d_model) if grid is not None else torch.randn(num_patches, d_model) * 0.02
+        self.queries = nn.Parameter(start)  # (M, D)
         self.layers = nn.ModuleList(
             TransformerLayer(d_model, num_heads, cross=True, d_context=self.d_slot, mlp_ratio=mlp_ratio)
             for _ in range(num_layers)

@@ -99,6 +99,21 @@ class CNNEncoder(nn.Module):
         return x
 
 
+def sincos_2d(h: int, w: int, d: int) -> Tensor:
+    """Fixed 2-D sine-cosine position table (h*w, d), row-major; d/4 frequencies per axis (as in MAE).
+
+    Used to initialise learned position embeddings: patches and decoder queries start out knowing where they are,
+    which measured here halves the steps a transformer decoder needs to leave the blank-image plateau. When d is
+    not a multiple of 4 the table is N(0, 0.02^2) noise instead.
+    """
+    if d % 4:
+        return torch.randn(h * w, d) * 0.02
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    omega = 1.0 / 10000 ** (torch.arange(d // 4, dtype=torch.float64) / (d // 4))  # (d/4,)
+    parts = [fn(c.reshape(-1, 1) * omega) for c in (x, y) for fn in (torch.sin, torch.cos)]
+    return torch.cat(parts, 1).float()  # (h*w, d)
+
+
 def patchify(images: Tensor, patch_size: int | tuple[int, int]) -> Tensor:
     """Images (..., C, height, width) -> patches (..., M, ph * pw * C), patches in row-major order."""
     ph, pw = _pair(patch_size)
@@ -123,7 +138,8 @@ def unpatchify(patches: Tensor, image_size: int | tuple[int, int], patch_size: i
 class PatchTokenizer(nn.Module):
     """ViT tokenizer: frames (B, T, C, height, width) -> tokens (B, T, M, D) (paper App. C.3).
 
-    A linear map of each non-overlapping patch (a strided conv), plus a learned spatial embedding (M, D) and,
+    A linear map of each non-overlapping patch (a strided conv), plus a learned spatial embedding (M, D; starts as
+    `sincos_2d`) and,
     when `max_frames` is given, a learned temporal embedding (max_frames, D) indexed by t0 + t.
 
     Args:
@@ -142,7 +158,7 @@ class PatchTokenizer(nn.Module):
         self.num_patches = self.grid[0] * self.grid[1]
         self.max_frames = max_frames
         self.proj = nn.Conv2d(in_channels, d_model, kernel_size=(ph, pw), stride=(ph, pw))
-        self.pos_space = nn.Parameter(torch.randn(self.num_patches, d_model) * 0.02)  # (M, D)
+        self.pos_space = nn.Parameter(sincos_2d(*self.grid, d_model))  # (M, D), learned from a sin-cos start
         self.pos_time = nn.Parameter(torch.randn(max_frames, d_model) * 0.02) if max_frames else None  # (T_max, D)
 
     def forward(self, frames: Tensor, *, t0: int = 0) -> Tensor:
