@@ -67,7 +67,8 @@ def run_demo(args) -> int:
                                     out / "figures" / "rollout_vs_copy.png", "rollout step", "MSE per pixel",
                                     "Bouncing balls: rollout error"))
     curves = viz.plot_metric_curves_from_jsonl(run_dir / "metrics.jsonl", out / "figures")
-    pictures += [p for p in curves if not Path(p).stem.startswith(("mse_step_", "lr", "it_s"))]  # per-step MSEs: rollout_mse.png
+    # the per-step MSEs are all in rollout_mse.png already
+    pictures += [p for p in curves if not Path(p).stem.startswith(("mse_step_", "lr", "it_s"))]
     wall = time.perf_counter() - start
     params = sum(p.numel() for p in model.parameters())
     report = write_report(out, config, metrics, model_curve, copy_curve, pictures, wall, params)

@@ -60,7 +60,7 @@ def _order_line(exp, rows: dict) -> str:
     for a, b in zip(order, order[1:]):
         (ma, sa, _), (mb, sb, _) = rows[a][head], rows[b][head]
         parts += [">" if abs(ma - mb) > sa + sb else "~", b]
-    return f"Order by `{head}` (best first; `~`: within one std of each other): " + " ".join(parts)
+    return f"Order by `{head}` (best first; `~`: means closer than the sum of their stds): " + " ".join(parts)
 
 
 def _verdict(exp, rows: dict, refs: dict) -> str | None:
@@ -71,8 +71,8 @@ def _verdict(exp, rows: dict, refs: dict) -> str | None:
         return None
     pick = max if exp.higher_is_better else min
     best_ref = pick(ref_vals, key=ref_vals.get)
-    better = [m for m in rows if head in rows[m]
-              and (rows[m][head][0] > ref_vals[best_ref] if exp.higher_is_better else rows[m][head][0] < ref_vals[best_ref])]
+    sign = 1 if exp.higher_is_better else -1
+    better = [m for m in rows if head in rows[m] and sign * (rows[m][head][0] - ref_vals[best_ref]) > 0]
     if better:
         return f"Better than the reference *{best_ref}* on `{head}`: {', '.join(better)}."
     return (f"**No model is better than the reference *{best_ref}* on `{head}`**: at this budget none has learned "
@@ -137,5 +137,6 @@ def write_results(name: str, exp, results: dict, steps: int, run_s: float, out_d
     page = out_dir / f"{name}.md"
     page.write_text("\n".join(lines))
     raw = {f"{v}|{m}|{s}|{'pre' if p else 'main'}": r for (v, m, s, p), r in results.items()}
-    (out_dir / f"{name}.json").write_text(json.dumps({"steps": steps, "run_s": run_s, "runs": raw, "references": references}, indent=1))
+    meta = {"steps": steps, "run_s": run_s, "runs": raw, "references": references}
+    (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=1))
     return page
