@@ -75,8 +75,9 @@ def _verdict(exp, rows: dict, refs: dict) -> str | None:
     better = [m for m in rows if head in rows[m] and sign * (rows[m][head][0] - ref_vals[best_ref]) > 0]
     if better:
         return f"Better than the reference *{best_ref}* on `{head}`: {', '.join(better)}."
-    return (f"**No model is better than the reference *{best_ref}* on `{head}`**: at this budget none has learned "
-            "the task, so the order above says nothing about the paper's claims.")
+    return (f"**No model is better than the reference *{best_ref}* on `{head}`**: at this budget the order above "
+            "says nothing about the paper's claims on this metric (the other columns may still separate the models "
+            "from the references).")
 
 
 def _plot(name: str, exp, summary: dict, results: dict, path: Path, refs: dict) -> Path:
