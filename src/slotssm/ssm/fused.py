@@ -429,6 +429,18 @@ def _blocks(items: int, channels: int, threads: int) -> int:
     return -(-channels // width)  # no empty block
 
 
+def _setup(first: torch.Tensor, name: str, chunk, chunk_name: str):
+    """Checks shared by the fused ops: CPU tensors and a positive checkpoint interval. Returns the interval and a
+    cast to the compute dtype (float32 / float64 as given, other floating dtypes in float32), contiguous."""
+    if first.device.type != "cpu":
+        raise ValueError(f"{name}: the fused kernel needs CPU tensors, got device {first.device}")
+    L = DEFAULT_CHUNK if chunk is None else int(chunk)
+    if L < 1:
+        raise ValueError(f"{chunk_name}: expected a positive int, got {chunk!r}")
+    cdt = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
+    return L, (lambda v: None if v is None else v.to(cdt).contiguous())
+
+
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, bias, h0, softplus_, chunk):
@@ -479,13 +491,7 @@ def fused_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     Returns y (B', E, T) = (C.h + D u) * silu(z) and the last state (B', E, N). float32 / float64 compute (other
     floating dtypes are computed in float32 and cast back); CPU tensors only; chunk: checkpoint interval L.
     """
-    if u.device.type != "cpu":
-        raise ValueError(f"u: the fused kernel needs CPU tensors, got device {u.device}")
-    L = DEFAULT_CHUNK if chunk is None else int(chunk)
-    if L < 1:
-        raise ValueError(f"chunk: expected a positive int, got {chunk!r}")
-    cdt = u.dtype if u.dtype in (torch.float32, torch.float64) else torch.float32
-    cast = lambda x: None if x is None else x.to(cdt).contiguous()  # noqa: E731
+    L, cast = _setup(u, "u", chunk, "chunk")
     y, last = _SelectiveScanFn.apply(*map(cast, (u, delta, A, B, C, D, z, delta_bias, initial_state)),
                                      bool(delta_softplus), L)
     return y.to(u.dtype), last.to(u.dtype)
@@ -648,12 +654,6 @@ def fused_ssd_scan(x, dt, A, B, C, D=None, z=None, initial_state=None, chunk_siz
     A (H,); B, C (B', T, G, N) grouped; D (H,) or (H, P); initial_state (B', H, P, N).
     Returns y (B', T, H, P) = (C.h + D x) * silu(z) and the final state (B', H, P, N); chunk_size: checkpoint interval.
     """
-    if x.device.type != "cpu":
-        raise ValueError(f"x: the fused kernel needs CPU tensors, got device {x.device}")
-    L = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
-    if L < 1:
-        raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
-    cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    cast = lambda v: None if v is None else v.to(cdt).contiguous()  # noqa: E731
+    L, cast = _setup(x, "x", chunk_size, "chunk_size")
     y, last = _SSDFn.apply(*map(cast, (x, dt, A, B, C, D, z, initial_state)), L)
     return y.to(x.dtype), last.to(x.dtype)
