@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from slotssm.data import patchify
 from slotssm.tasks.common import (
-    VAL_SEED_OFFSET, Preset, PresetTask, TaskModel, batch_iter, build_sequence_model, generated_split, to_device,
-
+    VAL_SEED_OFFSET, Preset, PresetTask, TaskModel, batch_iter, build_sequence_model, generated_split, mean_dict,
+    to_device,
 )
 from slotssm.tasks.registry import register_task
 from slotssm.vision import TransformerDecoder, sincos_2d
@@ -68,6 +68,14 @@ PRESETS = {
 }
 
 
+def class_metrics(pred: Tensor, target: Tensor, palette: Tensor) -> dict[str, float]:
+    """Predicted vs true pixel classes (B, H, W) -> pixel accuracy, accuracy on ball pixels, MSE of the colours."""
+    ball = target > 0
+    return {"pixel_acc": (pred == target).float().mean().item(),
+            "ball_acc": ((pred == target) & ball).sum().item() / max(1, ball.sum().item()),
+            "image_mse": F.mse_loss(palette[pred], palette[target]).item()}
+
+
 class PatchSequenceEmbedding(nn.Module):
     """frames (B, T, H, W, 3) uint8 -> tokens (B, T*M, 1, D_in): one patch per step, with its in-frame position."""
 
@@ -90,7 +98,6 @@ class BlinkingBalls(PresetTask):
     name = "blinking_balls"
     config_cls = BlinkingBallsConfig
     PRESETS = PRESETS
-
 
     def build_model(self):
         d, seq = self.config.data, build_sequence_model(self.config)
@@ -133,36 +140,25 @@ class BlinkingBalls(PresetTask):
             batch = to_device(batch, device)
             target = batch["target_classes"].long()
             pred = self.logits(model, batch["frames"]).argmax(1)
-            ball = target > 0
-            rows.append({
-                "pixel_acc": (pred == target).float().mean().item(),
-                "ball_acc": ((pred == target) & ball).sum().item() / max(1, ball.sum().item()),
-                "image_mse": F.mse_loss(palette[pred], palette[target]).item(),
-            })
+            rows.append(class_metrics(pred, target, palette))
             sizes.append(target.shape[0])
-        total = sum(sizes)
-        return {k: sum(r[k] * n for r, n in zip(rows, sizes)) / total for k in rows[0]} | {"seq_len": self.config.data.seq_len}
+        return mean_dict(rows, sizes) | {"seq_len": self.config.data.seq_len}
 
     def reference_metrics(self, dataset):
         """All background; and the last context frame with every ball white (right shapes, no colour memory)."""
         from slotssm.data.blinking_balls import PALETTE
 
         palette = torch.as_tensor(np.asarray(PALETTE), dtype=torch.float32) / 255.0
-        sums, total = {}, 0
+        rows, sizes = {}, []
         for batch in batch_iter(dataset, 64, self.collate):
             target = batch["target_classes"].long()  # (B, H, W)
             last = batch["frames"][:, -1]  # (B, H, W, 3)
             guesses = {"all background": torch.zeros_like(target),
                        "last frame, balls white": (last.amax(-1) > 127).long()}
-            ball = target > 0
             for k, pred in guesses.items():
-                row = sums.setdefault(k, {"pixel_acc": 0.0, "ball_acc": 0.0, "image_mse": 0.0})
-                n = target.shape[0]
-                row["pixel_acc"] += (pred == target).float().mean().item() * n
-                row["ball_acc"] += ((pred == target) & ball).sum().item() / max(1, ball.sum().item()) * n
-                row["image_mse"] += F.mse_loss(palette[pred], palette[target]).item() * n
-            total += target.shape[0]
-        return {k: {m: v / total for m, v in row.items()} for k, row in sums.items()}
+                rows.setdefault(k, []).append(class_metrics(pred, target, palette))
+            sizes.append(target.shape[0])
+        return {k: mean_dict(r, sizes) for k, r in rows.items()}
 
     @torch.no_grad()
     def visualise(self, model, dataset, out_dir: Path, *, device):

@@ -60,12 +60,16 @@ PRESETS = {
 }
 
 
+def segment_scores(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer ids (B, T, H, W) -> per-video FG-ARI, ARI and mIoU, each (B,)."""
+    return metrics.ari(true, pred, ignore_background=True), metrics.ari(true, pred), metrics.miou(true, pred)
+
+
 @register_task
 class ObjectCentric(PresetTask):
     name = "object_centric"
     config_cls = ObjectCentricConfig
     PRESETS = PRESETS
-
 
     def build_model(self):
         d, seq = self.config.data, build_sequence_model(self.config)
@@ -103,9 +107,8 @@ class ObjectCentric(PresetTask):
             recon, masks, frames, slots = self.forward(model, batch["video"], return_slots=True)
             pred = masks[:, :, :, 0].argmax(2).cpu().numpy()  # (B, T, H, W) slot id per pixel
             true = batch["segmentations"].cpu().numpy()
-            fg_ari.append(metrics.ari(true, pred, ignore_background=True))
-            ari.append(metrics.ari(true, pred))
-            miou.append(metrics.miou(true, pred))
+            for acc, score in zip((fg_ari, ari, miou), segment_scores(true, pred)):
+                acc.append(score)
             mse.append(((recon - frames) ** 2).mean(dim=(1, 2, 3, 4)).cpu().numpy())
             self._probe_rows(batch, masks, slots, feats, shapes, colours, positions)
         out = {"fg_ari": float(np.nanmean(np.concatenate(fg_ari))), "ari": float(np.nanmean(np.concatenate(ari))),
@@ -123,10 +126,8 @@ class ObjectCentric(PresetTask):
         fg_ari, ari, miou = [], [], []
         for batch in batch_iter(dataset, 32, self.collate):
             true = batch["segmentations"].numpy()
-            pred = np.zeros_like(true)
-            fg_ari.append(metrics.ari(true, pred, ignore_background=True))
-            ari.append(metrics.ari(true, pred))
-            miou.append(metrics.miou(true, pred))
+            for acc, score in zip((fg_ari, ari, miou), segment_scores(true, np.zeros_like(true))):
+                acc.append(score)
         return {"one segment": {"fg_ari": float(np.nanmean(np.concatenate(fg_ari))),
                                 "ari": float(np.nanmean(np.concatenate(ari))),
                                 "miou": float(np.nanmean(np.concatenate(miou)))}}

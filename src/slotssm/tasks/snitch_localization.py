@@ -92,7 +92,6 @@ class SnitchLocalization(PresetTask):
     config_cls = SnitchConfig
     PRESETS = PRESETS
 
-
     def build_model(self):
         d, seq = self.config.data, build_sequence_model(self.config)
         encoder = CNNEncoder(3, seq.input_dim, channels=d.cnn_channels, num_layers=len(d.cnn_strides),

@@ -63,12 +63,19 @@ PRESETS = {
 }
 
 
+def rollout_metrics(per_step: np.ndarray) -> dict[str, float]:
+    """Mean squared error per rollout step (rollout,) -> the task's metrics (mean, first, last, every step)."""
+    out = {"rollout_mse": float(per_step.mean()), "rollout_mse_first": float(per_step[0]),
+           "rollout_mse_last": float(per_step[-1])}
+    out.update({f"mse_step_{i + 1}": float(v) for i, v in enumerate(per_step)})
+    return out
+
+
 @register_task
 class VideoPrediction(PresetTask):
     name = "video_prediction"
     config_cls = VideoPredictionConfig
     PRESETS = PRESETS
-
 
     def build_model(self):
         d, seq = self.config.data, build_sequence_model(self.config)
@@ -129,11 +136,7 @@ class VideoPrediction(PresetTask):
             target = frames[:, d.context : d.context + d.rollout]
             sq_err += ((preds - target) ** 2).mean(dim=(2, 3, 4)).sum(0).double().cpu()
             count += frames.shape[0]
-        per_step = (sq_err / count).numpy()
-        metrics = {"rollout_mse": float(per_step.mean()), "rollout_mse_first": float(per_step[0]),
-                   "rollout_mse_last": float(per_step[-1])}
-        metrics.update({f"mse_step_{i + 1}": float(v) for i, v in enumerate(per_step)})
-        return metrics
+        return rollout_metrics((sq_err / count).numpy())
 
     @torch.no_grad()
     def reference_metrics(self, dataset):
@@ -150,13 +153,7 @@ class VideoPrediction(PresetTask):
             for k, g in guesses.items():
                 sq[k] += ((g - target) ** 2).mean(dim=(2, 3, 4)).sum(0)
             count += frames.shape[0]
-        out = {}
-        for k, v in sq.items():
-            per_step = (v / count).numpy()
-            out[k] = {"rollout_mse": float(per_step.mean()), "rollout_mse_first": float(per_step[0]),
-                      "rollout_mse_last": float(per_step[-1])}
-            out[k].update({f"mse_step_{i + 1}": float(x) for i, x in enumerate(per_step)})
-        return out
+        return {k: rollout_metrics((v / count).numpy()) for k, v in sq.items()}
 
     def visualise(self, model, dataset, out_dir: Path, *, device):
         from slotssm import viz
