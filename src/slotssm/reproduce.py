@@ -42,19 +42,19 @@ EXPERIMENTS = {
     ),
     "blinking_balls": Experiment(
         "blinking_balls",
-        ("slotssm", "slot_transformer", "single_state_ssm", "slot_rnn"),
+        ("slotssm", "slot_transformer", "single_state_ssm", "slot_rnn", "rim"),
         ("pixel_acc", "ball_acc", "image_mse"),
-        ("data.num_train=1024", "data.num_val=128", "train.batch_size=16"),
-        {f"L={t * 16}": (f"data.num_frames={t}",) for t in (5, 10, 20)},  # 32x32 frames, 8x8 patches: 16 per frame
+        ("data.num_train=1024", "data.num_val=128", "data.patch=16", "train.batch_size=8"),
+        {f"L={t * 4}": (f"data.num_frames={t}",) for t in (5, 10, 20)},  # 32x32 frames, 16x16 patches: 4 per frame
         higher_is_better=True,
     ),
     "object_centric": Experiment(
         "object_centric", ("oc_slotssm", "savi"),
         ("fg_ari", "miou", "probe_shape_acc", "probe_color_acc", "probe_position_r2"),
-        ("data.num_train=512", "data.num_val=64"), higher_is_better=True,
+        ("data.num_train=512", "data.num_val=64", "train.batch_size=8"), higher_is_better=True,
     ),
     "snitch_localization": Experiment(
-        "snitch_localization", ("slotssm", "slot_transformer"), ("top1", "top5", "grid_l1"),
+        "snitch_localization", ("slotssm", "slot_transformer", "single_state_ssm"), ("top1", "top5", "grid_l1"),
         ("data.num_train=512", "data.num_val=128"),
         {"no pre-training": (), "pre-trained": ()},
         pretrain={"pre-trained": ("data.objective=reconstruct",)},
