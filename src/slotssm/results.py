@@ -64,7 +64,8 @@ def _order_line(exp, rows: dict) -> str:
 
 
 def _verdict(exp, rows: dict, refs: dict) -> str | None:
-    """A sentence when no model clears the best model-free reference on the headline metric."""
+    """A sentence on the headline metric against the best model-free reference: which models clear it by more than
+    their std over seeds, and a warning when none does."""
     head = exp.metrics[0]
     ref_vals = {k: v[head] for k, v in refs.items() if head in v and np.isfinite(v[head])}
     if not ref_vals:
@@ -72,12 +73,14 @@ def _verdict(exp, rows: dict, refs: dict) -> str | None:
     pick = max if exp.higher_is_better else min
     best_ref = pick(ref_vals, key=ref_vals.get)
     sign = 1 if exp.higher_is_better else -1
-    better = [m for m in rows if head in rows[m] and sign * (rows[m][head][0] - ref_vals[best_ref]) > 0]
+    margin = {m: sign * (rows[m][head][0] - ref_vals[best_ref]) - rows[m][head][1] for m in rows if head in rows[m]}
+    better = [m for m, v in margin.items() if v > 0]
     if better:
-        return f"Better than the reference *{best_ref}* on `{head}`: {', '.join(better)}."
-    return (f"**No model is better than the reference *{best_ref}* on `{head}`**: at this budget the order above "
-            "says nothing about the paper's claims on this metric (the other columns may still separate the models "
-            "from the references).")
+        return (f"Better than the reference *{best_ref}* on `{head}` by more than their std over seeds: "
+                f"{', '.join(better)}.")
+    return (f"**No model is better than the reference *{best_ref}* on `{head}` by more than its std over seeds**: at "
+            "this budget the order above says nothing about the paper's claims on this metric (the other columns may "
+            "still separate the models from the references).")
 
 
 def _plot(name: str, exp, summary: dict, results: dict, path: Path, refs: dict) -> Path:

@@ -123,3 +123,8 @@ def test_reference_metrics_are_the_model_free_answers(name, data_dir):
         want = [adjusted_rand_score(t[t > 0], np.zeros((t > 0).sum())) for t in true.reshape(len(true), -1)]
         assert refs["one segment"]["fg_ari"] == pytest.approx(float(np.mean(want)))  # 0 unless one object only
         assert 0 < refs["one segment"]["miou"] < 1
+        vis = batch["visibility"][:, -1].numpy()
+        shapes = batch["shape"].numpy()[vis]
+        chance = refs["most frequent attribute, mean position"]
+        assert chance["probe_shape_acc"] == pytest.approx(np.bincount(shapes).max() / len(shapes))
+        assert chance["probe_position_r2"] == 0.0

@@ -122,15 +122,22 @@ class ObjectCentric(PresetTask):
 
     def reference_metrics(self, dataset):
         """Every pixel in one segment: FG-ARI and ARI 0 on every video with two objects or more (1 on one-object
-        videos, where the split is trivial); mIoU well above 0."""
-        fg_ari, ari, miou = [], [], []
+        videos, where the split is trivial); mIoU well above 0. For the probes, the chance level: the most frequent
+        shape and colour among the objects visible in the last frame, and their mean position (R^2 = 0)."""
+        fg_ari, ari, miou, shapes, colours = [], [], [], [], []
         for batch in batch_iter(dataset, 32, self.collate):
             true = batch["segmentations"].numpy()
             for acc, score in zip((fg_ari, ari, miou), segment_scores(true, np.zeros_like(true))):
                 acc.append(score)
+            vis = batch["visibility"][:, -1].numpy()  # (B, Kmax)
+            shapes.append(batch["shape"].numpy()[vis])
+            colours.append(batch["color_id"].numpy()[vis])
+        majority = {k: float(np.bincount(np.concatenate(v)).max() / max(1, sum(map(len, v))))
+                    for k, v in (("probe_shape_acc", shapes), ("probe_color_acc", colours))}
         return {"one segment": {"fg_ari": float(np.nanmean(np.concatenate(fg_ari))),
                                 "ari": float(np.nanmean(np.concatenate(ari))),
-                                "miou": float(np.nanmean(np.concatenate(miou)))}}
+                                "miou": float(np.nanmean(np.concatenate(miou)))},
+                "most frequent attribute, mean position": majority | {"probe_position_r2": 0.0}}
 
     def _probe_rows(self, batch, masks, slots, feats, shapes, colours, positions):
         """Match slots to objects by their masks (last frame), collect (slot feature, object attributes) rows."""

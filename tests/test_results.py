@@ -1,0 +1,25 @@
+"""Results pages: the order line and the verdict against the model-free references."""
+
+from slotssm.reproduce import Experiment
+from slotssm.results import _order_line, _verdict
+
+HIGHER = Experiment("t", ("a", "b"), ("acc",), higher_is_better=True)
+LOWER = Experiment("t", ("a", "b"), ("mse",))
+
+
+def test_order_line_ties_when_means_are_within_the_stds():
+    rows = {"a": {"acc": (0.50, 0.01, 3)}, "b": {"acc": (0.52, 0.02, 3)}}
+    assert _order_line(HIGHER, rows).endswith("b ~ a")
+    rows["b"]["acc"] = (0.60, 0.02, 3)
+    assert _order_line(HIGHER, rows).endswith("b > a")
+
+
+def test_verdict_needs_a_margin_larger_than_the_std():
+    refs = {"chance": {"acc": 0.10}, "better guess": {"acc": 0.20}}
+    rows = {"a": {"acc": (0.22, 0.05, 3)}, "b": {"acc": (0.30, 0.05, 3)}}
+    assert _verdict(HIGHER, rows, refs).endswith("*better guess* on `acc` by more than their std over seeds: b.")
+    rows["b"]["acc"] = (0.21, 0.05, 3)
+    assert "No model is better than the reference *better guess*" in _verdict(HIGHER, rows, refs)
+    lower = {"a": {"mse": (0.05, 0.001, 3)}, "b": {"mse": (0.09, 0.001, 3)}}
+    assert _verdict(LOWER, lower, {"blank": {"mse": 0.06}, "worse": {"mse": 0.08}}).endswith(": a.")
+    assert _verdict(LOWER, lower, {"no mse here": {"other": 1.0}}) is None
