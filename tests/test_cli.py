@@ -22,7 +22,8 @@ def test_demo_writes_report_with_pictures(tmp_path):
 def test_reproduce_runs_seeds_and_writes_a_page(tmp_path):
     args = ["reproduce", "object_centric", "--preset", "tiny", "--steps", "2", "--seeds", "2", "--jobs", "1",
             "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"),
-            "--results-dir", str(tmp_path / "results"), "--set", "data.num_train=4", "--set", "data.num_val=4"]
+            "--results-dir", str(tmp_path / "results"), "--set", "data.num_train=4", "--set", "data.num_val=4",
+            "--set", "train.batch_size=2"]
     assert main(args) == 0
     page = (tmp_path / "results" / "object_centric.md").read_text()
     assert "| oc_slotssm |" in page and "| savi |" in page and "+-" in page

@@ -50,6 +50,7 @@ class SnitchConfig:
     predictor_layers: int = 2
     predictor_heads: int = 4
     decoder_hidden: int = 32
+    decoder_resolution: int = 32  # pre-training decodes at this size, upsampled to image_size (saves CPU time)
 
     def __post_init__(self):
         if self.objective not in ("classify", "reconstruct"):
@@ -100,7 +101,7 @@ class SnitchLocalization(PresetTask):
             head = SnitchPredictor(seq.d_model, d.predictor_heads, d.predictor_layers)
         else:
             head = SpatialBroadcastDecoder(seq.d_model, d.image_size, 3, d.decoder_hidden,
-                                           resolution=min(d.image_size, 32))
+                                           resolution=min(d.image_size, d.decoder_resolution))
         model = TaskModel(encoder, seq, head)
         if d.init_from:
             self._init_from(model, d.init_from)
