@@ -23,3 +23,15 @@ def test_verdict_needs_a_margin_larger_than_the_std():
     lower = {"a": {"mse": (0.05, 0.001, 3)}, "b": {"mse": (0.09, 0.001, 3)}}
     assert _verdict(LOWER, lower, {"blank": {"mse": 0.06}, "worse": {"mse": 0.08}}).endswith(": a.")
     assert _verdict(LOWER, lower, {"no mse here": {"other": 1.0}}) is None
+
+
+def test_page_names_each_variants_overrides_and_its_pretraining(tmp_path):
+    from slotssm.results import write_results
+
+    exp = Experiment("snitch_localization", ("a",), ("top1",), variants={"plain": (), "pre": ("x=1",)},
+                     pretrain={"pre": ("data.objective=reconstruct",)}, higher_is_better=True)
+    results = {(v, "a", s, p): {"top1": 0.1 * (s + 1)} for v in ("plain", "pre") for s in (0, 1) for p in (False,)}
+    results[("pre", "a", 0, True)] = {"recon_mse": 0.01}
+    page = write_results("snitch_localization", exp, results, 5, 60.0, tmp_path).read_text()
+    assert "## pre\n\nOverrides: `x=1`. Each run first pre-trains a model with `data.objective=reconstruct`" in page
+    assert "## plain\n\n| model |" in page and "| a | 0.1500 +- 0.0500 |" in page

@@ -124,6 +124,11 @@ def write_results(name: str, exp, results: dict, steps: int, run_s: float, out_d
     for variant, rows in summary.items():
         if variant:
             lines += [f"## {variant}", ""]
+            extra, pre = exp.variants.get(variant, ()), exp.pretrain.get(variant)
+            said = ([f"Overrides: `{' '.join(extra)}`."] if extra else []) + (
+                [f"Each run first pre-trains a model with `{' '.join(pre)}`, then trains from its encoder and "
+                 "sequence model."] if pre else [])
+            lines += [" ".join(said), ""] if said else []
         lines += ["| model | " + " | ".join(exp.metrics) + " |", "|---" * (len(exp.metrics) + 1) + "|"]
         for model in _ranking(exp, rows):
             cells = [f"{rows[model][m][0]:.4f} +- {rows[model][m][1]:.4f}" if m in rows[model] else "-"
