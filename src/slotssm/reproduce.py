@@ -43,7 +43,7 @@ EXPERIMENTS = {
     "blinking_balls": Experiment(
         "blinking_balls",
         ("slotssm", "slot_transformer", "single_state_ssm", "slot_rnn", "rim"),
-        ("pixel_acc", "ball_acc", "image_mse"),
+        ("colour_acc", "ball_iou", "pixel_acc", "image_mse"),  # colour: memory; ball IoU: where the balls are
         ("data.num_train=1024", "data.num_val=128", "data.patch=16", "train.batch_size=8"),
         {f"L={t * 4}": (f"data.num_frames={t}",) for t in (5, 10, 20)},  # 32x32 frames, 16x16 patches: 4 per frame
         higher_is_better=True,

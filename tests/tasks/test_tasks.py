@@ -11,7 +11,7 @@ from slotssm.tasks import get_task, list_tasks
 
 EXPECTED = {
     "video_prediction": {"rollout_mse", "rollout_mse_first", "rollout_mse_last", "mse_step_1"},
-    "blinking_balls": {"pixel_acc", "ball_acc", "image_mse", "seq_len"},
+    "blinking_balls": {"pixel_acc", "ball_acc", "ball_iou", "colour_acc", "image_mse", "seq_len"},
     "object_centric": {"fg_ari", "ari", "miou", "mse"},
     "snitch_localization": {"top1", "top5", "grid_l1"},
 }
@@ -112,7 +112,15 @@ def test_reference_metrics_are_the_model_free_answers(name, data_dir):
     elif name == "blinking_balls":
         target = batch["target_classes"]
         assert refs["all background"]["pixel_acc"] == pytest.approx(float((target == 0).float().mean()), rel=1e-5)
-        assert refs["all background"]["ball_acc"] == 0.0
+        assert refs["all background"]["ball_acc"] == 0.0 and refs["all background"]["ball_iou"] == 0.0
+        assert "colour_acc" not in refs["all background"]
+        ball = target > 0
+        common = np.bincount(target[ball].numpy(), minlength=7)[1:].argmax() + 1
+        want = float((target[ball] == common).float().mean())
+        assert refs["last frame, most frequent colour"]["colour_acc"] == pytest.approx(want, rel=1e-5)
+        white = refs["last frame, balls white"]
+        assert white["colour_acc"] == pytest.approx(float((target[ball] == 1).float().mean()), rel=1e-5)
+        assert white["ball_iou"] > 0.5  # the balls barely move in one frame
     elif name == "snitch_localization":
         assert refs["uniform guess"]["top1"] == pytest.approx(1 / 36)
         assert 0 <= refs["centre cell"]["top1"] <= 1
@@ -128,3 +136,20 @@ def test_reference_metrics_are_the_model_free_answers(name, data_dir):
         chance = refs["most frequent attribute, mean position"]
         assert chance["probe_shape_acc"] == pytest.approx(np.bincount(shapes).max() / len(shapes))
         assert chance["probe_position_r2"] == 0.0
+
+
+def test_blinking_class_metrics_split_where_from_which_colour():
+    import torch
+
+    from slotssm.tasks.blinking_balls import class_metrics
+
+    palette = torch.rand(7, 3)
+    target = torch.tensor([[[0, 0, 2, 2], [0, 3, 3, 0]]])  # (1, 2, 4): four ball pixels
+    pred = torch.tensor([[[0, 2, 2, 4], [0, 3, 0, 0]]])  # balls found at 3 of 4, plus 1 false; 2 colours right
+    colour = torch.tensor([[[1, 2, 2, 5], [1, 3, 3, 1]]])  # colour if it were a ball: right at 3 of 4 ball pixels
+    m = class_metrics(pred, target, palette, colour)
+    assert m["pixel_acc"] == pytest.approx(5 / 8)
+    assert m["ball_acc"] == pytest.approx(2 / 4)
+    assert m["ball_iou"] == pytest.approx(3 / 5)
+    assert m["colour_acc"] == pytest.approx(3 / 4)
+    assert "colour_acc" not in class_metrics(pred, target, palette)

@@ -68,12 +68,19 @@ PRESETS = {
 }
 
 
-def class_metrics(pred: Tensor, target: Tensor, palette: Tensor) -> dict[str, float]:
-    """Predicted vs true pixel classes (B, H, W) -> pixel accuracy, accuracy on ball pixels, MSE of the colours."""
+def class_metrics(pred: Tensor, target: Tensor, palette: Tensor, colour: Tensor | None = None) -> dict[str, float]:
+    """Predicted vs true pixel classes (B, H, W) -> pixel accuracy, accuracy on ball pixels, IoU of the ball pixels
+    (where, whatever the colour), MSE of the colours; with `colour` (B, H, W) in 1..6, the colour guessed for each
+    pixel were it a ball, also the colour accuracy on the true ball pixels (the memory part of the task)."""
     ball = target > 0
-    return {"pixel_acc": (pred == target).float().mean().item(),
-            "ball_acc": ((pred == target) & ball).sum().item() / max(1, ball.sum().item()),
-            "image_mse": F.mse_loss(palette[pred], palette[target]).item()}
+    hit = pred > 0
+    out = {"pixel_acc": (pred == target).float().mean().item(),
+           "ball_acc": ((pred == target) & ball).sum().item() / max(1, ball.sum().item()),
+           "ball_iou": (hit & ball).sum().item() / max(1, (hit | ball).sum().item()),
+           "image_mse": F.mse_loss(palette[pred], palette[target]).item()}
+    if colour is not None:
+        out["colour_acc"] = ((colour == target) & ball).sum().item() / max(1, ball.sum().item())
+    return out
 
 
 class PatchSequenceEmbedding(nn.Module):
@@ -139,24 +146,32 @@ class BlinkingBalls(PresetTask):
         for batch in batch_iter(dataset, batch_size, self.collate):
             batch = to_device(batch, device)
             target = batch["target_classes"].long()
-            pred = self.logits(model, batch["frames"]).argmax(1)
-            rows.append(class_metrics(pred, target, palette))
+            logits = self.logits(model, batch["frames"])
+            rows.append(class_metrics(logits.argmax(1), target, palette, colour=logits[:, 1:].argmax(1) + 1))
             sizes.append(target.shape[0])
         return mean_dict(rows, sizes) | {"seq_len": self.config.data.seq_len}
 
     def reference_metrics(self, dataset):
-        """All background; and the last context frame with every ball white (right shapes, no colour memory)."""
+        """All background; the last context frame with every ball white (right shapes, no colour memory); and the
+        last frame with every ball in the colour most frequent on the balls of `dataset` (the best guess without
+        memory: chance level of `colour_acc`)."""
         from slotssm.data.blinking_balls import PALETTE
 
         palette = torch.as_tensor(np.asarray(PALETTE), dtype=torch.float32) / 255.0
+        counts = torch.zeros(NUM_CLASSES, dtype=torch.long)
+        for batch in batch_iter(dataset, 64, self.collate):
+            counts += torch.bincount(batch["target_classes"].long().flatten(), minlength=NUM_CLASSES)
+        common = int(counts[1:].argmax()) + 1  # most frequent ball colour (white included)
         rows, sizes = {}, []
         for batch in batch_iter(dataset, 64, self.collate):
             target = batch["target_classes"].long()  # (B, H, W)
-            last = batch["frames"][:, -1]  # (B, H, W, 3)
-            guesses = {"all background": torch.zeros_like(target),
-                       "last frame, balls white": (last.amax(-1) > 127).long()}
-            for k, pred in guesses.items():
-                rows.setdefault(k, []).append(class_metrics(pred, target, palette))
+            balls = (batch["frames"][:, -1].amax(-1) > 127).long()  # (B, H, W) 1 on the last frame's balls
+            white, same = torch.ones_like(target), torch.full_like(target, common)
+            guesses = {"all background": (torch.zeros_like(target), None),
+                       "last frame, balls white": (balls, white),
+                       "last frame, most frequent colour": (balls * common, same)}
+            for k, (pred, colour) in guesses.items():
+                rows.setdefault(k, []).append(class_metrics(pred, target, palette, colour))
             sizes.append(target.shape[0])
         return {k: mean_dict(r, sizes) for k, r in rows.items()}
 
