@@ -124,6 +124,10 @@ def test_reference_metrics_are_the_model_free_answers(name, data_dir):
     elif name == "snitch_localization":
         assert refs["uniform guess"]["top1"] == pytest.approx(1 / 36)
         assert 0 <= refs["centre cell"]["top1"] <= 1
+        labels = batch["label"].numpy()
+        prior = refs["label prior of this split"]
+        assert prior["top1"] == pytest.approx(np.bincount(labels).max() / len(labels))
+        assert prior["top5"] >= prior["top1"] and prior["top5"] >= min(1.0, 5 / 36)
     else:
         from sklearn.metrics import adjusted_rand_score
 

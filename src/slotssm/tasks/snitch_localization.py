@@ -171,15 +171,21 @@ class SnitchLocalization(PresetTask):
         return res
 
     def reference_metrics(self, dataset):
-        """A uniform guess (expected values) and the centre cell guessed every time."""
+        """A uniform guess (expected values), the centre cell guessed every time, and the cells ranked by how often
+        they are the answer in `dataset` itself (the label prior, fitted on the split it is scored on: an upper
+        bound of what a model that ignores the video can reach)."""
         labels = np.concatenate([batch["label"].numpy() for batch in batch_iter(dataset, 256, self.collate)])
         cells = np.arange(GRID * GRID)
         dist = np.abs(labels[:, None] // GRID - cells // GRID) + np.abs(labels[:, None] % GRID - cells % GRID)
         centre = np.full_like(labels, (GRID // 2) * GRID + GRID // 2)
+        prior = torch.as_tensor(np.bincount(labels, minlength=GRID * GRID), dtype=torch.float64)
+        prior_logits = prior.log().expand(len(labels), -1)  # the same ranking for every video
         return {
             "uniform guess": {"top1": 1 / GRID**2, "top5": 5 / GRID**2, "grid_l1": float(dist.mean())},
             "centre cell": {"top1": float((centre == labels).mean()), "top5": float("nan"),
                             "grid_l1": metrics.grid_l1(centre, labels, grid=GRID)},
+            "label prior of this split": metrics.topk_accuracy(prior_logits, torch.as_tensor(labels), k=(1, 5))
+            | {"grid_l1": metrics.grid_l1(prior_logits, torch.as_tensor(labels), grid=GRID)},
         }
 
     @torch.no_grad()
