@@ -128,6 +128,7 @@ def test_reference_metrics_are_the_model_free_answers(name, data_dir):
         prior = refs["label prior of this split"]
         assert prior["top1"] == pytest.approx(np.bincount(labels).max() / len(labels))
         assert prior["top5"] >= prior["top1"] and prior["top5"] >= min(1.0, 5 / 36)
+        assert 0 <= refs["hand-written gold tracker"]["top1"] <= 1
     else:
         from sklearn.metrics import adjusted_rand_score
 
@@ -140,6 +141,23 @@ def test_reference_metrics_are_the_model_free_answers(name, data_dir):
         chance = refs["most frequent attribute, mean position"]
         assert chance["probe_shape_acc"] == pytest.approx(np.bincount(shapes).max() / len(shapes))
         assert chance["probe_position_r2"] == 0.0
+
+
+def test_snitch_gold_tracker_follows_the_last_sighting(data_dir):
+    import torch
+
+    from slotssm.data.snitch import GOLD
+
+    task = make("snitch_localization", data_dir)
+    stride = task.config.data.stride
+    video = torch.zeros(3, 4 * stride, 36, 36, 3, dtype=torch.uint8)
+    gold = torch.as_tensor(GOLD).to(torch.uint8)
+    video[0, 0, 1:3, 1:3] = gold  # seen top-left (cell 0) on two sampled frames ...
+    video[0, stride, 1:3, 1:3] = gold
+    video[0, 2 * stride, 19:21, 31:33] = gold  # ... last seen centred at (y, x) = (20, 32) px: row 3, column 5
+    video[1, 1, 30:32, 5:7] = gold  # only on a frame the evaluation skips: never seen, the centre cell
+    video[2, 3 * stride, 7:9, 13:15] = torch.tensor([255, 0, 0], dtype=torch.uint8)  # red is not gold
+    assert task.gold_tracker(video).tolist() == [3 * 6 + 5, 3 * 6 + 3, 3 * 6 + 3]
 
 
 def test_blinking_class_metrics_split_where_from_which_colour():
