@@ -55,7 +55,9 @@ EXPERIMENTS = {
     ),
     "snitch_localization": Experiment(
         "snitch_localization", ("slotssm", "slot_transformer", "single_state_ssm"), ("top1", "top5", "grid_l1"),
-        ("data.num_train=512", "data.num_val=128"),
+        # 512 training videos are too few: a plain CNN on the last frame memorises them and stays at chance on
+        # validation, with 4096 it reaches 0.44 top-1 in 1500 steps.
+        ("data.num_train=4096", "data.num_val=128"),
         {"no pre-training": (), "pre-trained": ()},
         # Pre-training decodes every frame of every slot: 12x the cost of a classification step at full
         # resolution, so it runs fewer, smaller steps at a 16x16 decoding resolution.
