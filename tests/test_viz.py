@@ -78,6 +78,15 @@ def test_plot_curves(tmp_path):
         viz.plot_curves({"a": ([0, 1], [1.0, 2.0, 3.0])}, tmp_path / "bad.png")
 
 
+def test_plot_bars_draws_means_stds_and_references(tmp_path):
+    groups = {"L=20": {"a": (0.5, 0.1), "b": (0.3, 0.0)}, "L=40": {"a": (0.4, 0.05)}}
+    refs = {"L=20": {"chance": 0.2, "unknown": float("nan")}, "L=40": {"chance": 0.25}}
+    img = iio.imread(viz.plot_bars(groups, tmp_path / "b.png", "acc", "t", refs=refs))
+    assert img.ndim == 3 and img.shape[0] == 350 and (img[..., :3].std((0, 1)) > 0).all()
+    with pytest.raises(ValueError, match=r"groups\['L=20'\]\['a'\]"):
+        viz.plot_bars({"L=20": {"a": (0.5,)}}, tmp_path / "bad.png")
+
+
 def test_plot_metric_curves_from_jsonl(tmp_path):
     lines = [{"step": s, "split": "train", "time": 0.0, "loss": 1.0 / s, "lr": 1e-3} for s in range(1, 6)]
     lines += [{"step": 5, "split": "val", "loss": 0.3, "ari": 0.5}, {"step": 6, "split": "train", "loss": "nan"}]

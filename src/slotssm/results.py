@@ -96,12 +96,9 @@ def _plot(name: str, exp, summary: dict, results: dict, path: Path, refs: dict) 
         for ref, vals in refs.get("", {}).items():
             curves[f"reference: {ref}"] = [vals[f"mse_step_{s}"] for s in steps]
         return viz.plot_curves(curves, path, "rollout step", "MSE per pixel", "Rollout error (mean over seeds)")
-    if len(summary) > 1:  # one curve per model over the variants (e.g. sequence lengths)
-        curves = {model: [summary[v][model][head][0] for v in summary] for model in exp.models}
-        return viz.plot_curves(curves, path, " / ".join(summary), head, f"{head} per setting (mean over seeds)")
-    rows = next(iter(summary.values()))
-    return viz.plot_curves({m: [rows[mod][m][0] for mod in exp.models] for m in exp.metrics[:2]}, path,
-                           " / ".join(exp.models), "value", "mean over seeds")
+    groups = {v: {m: summary[v][m][head][:2] for m in exp.models if head in summary[v].get(m, {})} for v in summary}
+    lines = {v: {k: r[head] for k, r in refs.get(v, {}).items() if head in r} for v in summary}
+    return viz.plot_bars(groups, path, head, f"{head} (mean, std over seeds; black: references)", refs=lines)
 
 
 def write_results(name: str, exp, results: dict, steps: int, run_s: float, out_dir: Path, preset: str = "small",

@@ -183,6 +183,42 @@ def plot_curves(curves: Mapping[str, Any], path: str | Path, xlabel: str = "step
     return path
 
 
+def plot_bars(groups: Mapping[str, Mapping[str, tuple[float, float]]], path: str | Path, ylabel: str = "",
+              title: str = "", *, refs: Mapping[str, Mapping[str, float]] | None = None) -> Path:
+    """Grouped bar chart with error bars: groups {group: {series: (mean, std)}}; refs {group: {name: value}} are
+    drawn as black lines across their group (one line style per name). Saves a PNG."""
+    series = list(dict.fromkeys(s for g in groups.values() for s in g))
+    for g, row in groups.items():
+        for s, v in row.items():
+            if np.shape(v) != (2,):
+                raise ValueError(f"groups[{g!r}][{s!r}]: expected (mean, std), got {v!r}")
+    n, width = len(series), 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(5.0, 2.5 + 0.45 * n * len(groups))), 3.5), dpi=100)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, s in enumerate(series):
+        at = [(gi, row[s]) for gi, row in enumerate(groups.values()) if s in row]
+        ax.bar([gi + (i - (n - 1) / 2) * width for gi, _ in at], [v[0] for _, v in at], width,
+               yerr=[v[1] for _, v in at], capsize=2, label=s, color=colours[i % len(colours)])
+    styles, labelled = {}, set()
+    for gi, g in enumerate(groups):
+        for name, v in (refs or {}).get(g, {}).items():
+            if v is None or not np.isfinite(v):
+                continue
+            style = styles.setdefault(name, (":", "--", "-.", (0, (5, 1)))[len(styles) % 4])
+            ax.hlines(v, gi - 0.45, gi + 0.45, colors="k", linestyles=style,
+                      label=None if name in labelled else f"reference: {name}")
+            labelled.add(name)
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path = _prepare(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _as_float(v: Any) -> float | None:
     if isinstance(v, bool):
         return None
