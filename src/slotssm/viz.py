@@ -193,7 +193,7 @@ def plot_bars(groups: Mapping[str, Mapping[str, tuple[float, float]]], path: str
             if np.shape(v) != (2,):
                 raise ValueError(f"groups[{g!r}][{s!r}]: expected (mean, std), got {v!r}")
     n, width = len(series), 0.8 / max(1, len(series))
-    fig, ax = plt.subplots(figsize=(min(12.0, max(5.0, 2.5 + 0.45 * n * len(groups))), 3.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.5, 4.5 + 0.45 * n * len(groups))), 3.5), dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, s in enumerate(series):
         at = [(gi, row[s]) for gi, row in enumerate(groups.values()) if s in row]
@@ -210,7 +210,7 @@ def plot_bars(groups: Mapping[str, Mapping[str, tuple[float, float]]], path: str
             labelled.add(name)
     ax.set_xticks(range(len(groups)), list(groups))
     ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     path = _prepare(path)
