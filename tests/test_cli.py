@@ -19,7 +19,7 @@ def test_demo_writes_report_with_pictures(tmp_path):
     assert summary["step"] == 3 and 0 <= summary["rollout_mse"] <= 1
 
 
-def test_reproduce_runs_seeds_and_writes_a_page(tmp_path):
+def test_reproduce_runs_seeds_and_writes_a_page(tmp_path, capsys):
     args = ["reproduce", "object_centric", "--preset", "tiny", "--steps", "2", "--seeds", "2", "--jobs", "1",
             "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"),
             "--results-dir", str(tmp_path / "results"), "--set", "data.num_train=4", "--set", "data.num_val=4",
@@ -32,6 +32,13 @@ def test_reproduce_runs_seeds_and_writes_a_page(tmp_path):
     assert len(raw["runs"]) == 4 and raw["steps"] == 2
     # A second call finds every run finished and only rewrites the page.
     assert main(args) == 0
+    # Other settings in the same runs directory are refused, not mixed with the finished runs.
+    capsys.readouterr()
+    more = list(args)
+    more[more.index("--steps") + 1] = "3"
+    assert main(more) == 2
+    err = capsys.readouterr().err
+    assert "--runs-dir" in err and "'steps': (2, 3)" in err
 
 
 def test_unknown_command_and_experiment_exit_with_usage(capsys):

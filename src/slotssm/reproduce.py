@@ -139,20 +139,39 @@ def _run_dir(root: Path, variant: str, model: str, seed: int, pre: bool) -> Path
     return root / v / f"{model}{'-pretrain' if pre else ''}" / f"seed{seed}"
 
 
+def _check_reuse(run: Path, settings: dict) -> None:
+    """Refuse to reuse or resume a run made with other settings (say, another --steps in the same --runs-dir)."""
+    saved = run / "reproduce.json"
+    if saved.exists():
+        old = json.loads(saved.read_text())
+    elif (run / "eval.json").exists():  # written before reproduce.json existed: its step count is what can be checked
+        old = {**settings, "steps": json.loads((run / "eval.json").read_text())["step"]}
+    else:
+        return
+    if old != settings:
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        raise ValueError(f"--runs-dir: {run} was made with other settings (was, now: {diff}); "
+                         "use another --runs-dir or remove that run")
+
+
 def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
     run = _run_dir(root, variant, model, seed, pre)
-    if (run / "eval.json").exists():
-        return json.loads((run / "eval.json").read_text())["metrics"]
     sets = list(exp.overrides) + list(args.overrides) + list(exp.variants[variant]) + [f"train.steps={steps}", f"train.seed={seed}",
                                                                   "train.ckpt_every=100000"]
     if pre:
         sets += list(exp.pretrain[variant])
     elif variant in exp.pretrain:
         sets.append(f"data.init_from={_run_dir(root, variant, model, seed, True)}")
+    final_steps = int([s for s in sets if s.startswith("train.steps=")][-1].split("=", 1)[1])
+    settings = {"preset": args.preset, "sets": sets, "steps": final_steps}
+    _check_reuse(run, settings)
+    if (run / "eval.json").exists():
+        return json.loads((run / "eval.json").read_text())["metrics"]
     cmd = [sys.executable, "-m", "slotssm", "train", exp.task, "--model", model, "--preset", args.preset, "--out", str(run),
            "--data-dir", args.data_dir, "--no-progress"] + [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     run.mkdir(parents=True, exist_ok=True)
+    (run / "reproduce.json").write_text(json.dumps(settings))
     with open(run / "train.log", "w") as log:
         resume = ["--resume"] if (run / "ckpt-latest").exists() else []
         code = subprocess.call(cmd + resume, stdout=log, stderr=subprocess.STDOUT, env=env)
