@@ -4,7 +4,8 @@ Every model of an experiment trains for the same number of steps with the same b
 data (seeds vary the initialisation and the data order). The step count comes from `--budget-minutes`: a short
 calibration times a few training steps of each model, then the steps are set so that all runs together fit the
 budget with `--jobs` runs in parallel (one thread each). Finished runs (an eval.json) are not run again, so an
-interrupted reproduction continues where it stopped. The page `docs/results/EXPERIMENT.md` holds mean +- std over
+interrupted reproduction continues where it stopped; a run made with other settings (another step count, other
+overrides) is refused rather than reused: give another `--runs-dir`. The page `docs/results/EXPERIMENT.md` holds mean +- std over
 seeds next to what the paper reports.
 """
 
