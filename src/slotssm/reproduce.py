@@ -5,8 +5,8 @@ data (seeds vary the initialisation and the data order). The step count comes fr
 calibration times a few training steps of each model, then the steps are set so that all runs together fit the
 budget with `--jobs` runs in parallel (one thread each). Finished runs (an eval.json) are not run again, so an
 interrupted reproduction continues where it stopped; a run made with other settings (another step count, other
-overrides) is refused rather than reused: give another `--runs-dir`. The page `docs/results/EXPERIMENT.md` holds mean +- std over
-seeds next to what the paper reports.
+overrides) is refused rather than reused: give another `--runs-dir`. The page `docs/results/EXPERIMENT.md` holds
+mean +- std over seeds next to what the paper reports.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _check_reuse(run: Path, settings: dict) -> None:
     saved = run / "reproduce.json"
     if saved.exists():
         old = json.loads(saved.read_text())
-    elif (run / "eval.json").exists():  # written before reproduce.json existed: its step count is what can be checked
+    elif (run / "eval.json").exists():  # made before runs kept reproduce.json: only the step count can be checked
         old = {**settings, "steps": json.loads((run / "eval.json").read_text())["step"]}
     else:
         return
@@ -157,8 +157,8 @@ def _check_reuse(run: Path, settings: dict) -> None:
 
 def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
     run = _run_dir(root, variant, model, seed, pre)
-    sets = list(exp.overrides) + list(args.overrides) + list(exp.variants[variant]) + [f"train.steps={steps}", f"train.seed={seed}",
-                                                                  "train.ckpt_every=100000"]
+    sets = list(exp.overrides) + list(args.overrides) + list(exp.variants[variant]) + [
+        f"train.steps={steps}", f"train.seed={seed}", "train.ckpt_every=100000"]
     if pre:
         sets += list(exp.pretrain[variant])
     elif variant in exp.pretrain:
@@ -168,8 +168,8 @@ def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
     _check_reuse(run, settings)
     if (run / "eval.json").exists():
         return json.loads((run / "eval.json").read_text())["metrics"]
-    cmd = [sys.executable, "-m", "slotssm", "train", exp.task, "--model", model, "--preset", args.preset, "--out", str(run),
-           "--data-dir", args.data_dir, "--no-progress"] + [a for s in sets for a in ("--set", s)]
+    cmd = [sys.executable, "-m", "slotssm", "train", exp.task, "--model", model, "--preset", args.preset,
+           "--out", str(run), "--data-dir", args.data_dir, "--no-progress"] + [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     run.mkdir(parents=True, exist_ok=True)
     (run / "reproduce.json").write_text(json.dumps(settings))

@@ -56,6 +56,15 @@ def _prepare(path: str | Path) -> Path:
     return path
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write and close a matplotlib figure; returns the path written."""
+    fig.tight_layout()
+    path = _prepare(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def frame_grid(rows: Mapping[str, Any], path: str | Path, *, max_cols: int | None = None,
                cell_inches: float = 1.2, dpi: int = 100) -> Path:
     """One row per entry of `rows` (e.g. "ground truth", "prediction"), one column per time step; saves a PNG.
@@ -176,11 +185,7 @@ def plot_curves(curves: Mapping[str, Any], path: str | Path, xlabel: str = "step
     if curves:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = _prepare(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_bars(groups: Mapping[str, Mapping[str, tuple[float, float]]], path: str | Path, ylabel: str = "",
@@ -212,11 +217,7 @@ def plot_bars(groups: Mapping[str, Mapping[str, tuple[float, float]]], path: str
     ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path = _prepare(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _as_float(v: Any) -> float | None:

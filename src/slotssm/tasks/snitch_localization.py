@@ -196,8 +196,7 @@ class SnitchLocalization(PresetTask):
         """The cell where the snitch was last seen, from the frames a model sees in evaluation: video (B, T_all, H,
         W, 3) uint8 -> (B,) cells. A pixel is gold when its RGB L1 distance to the generator's gold is below
         `tolerance`; the centre cell where no gold pixel is ever seen. Hand-written with knowledge of the
-        generator (the snitch's colour; a contained snitch rides with its cone): what a model could reach by
-        tracking, far beyond the model-free guesses above."""
+        generator (the snitch's colour): what tracking alone reaches, far beyond the model-free guesses above."""
         from slotssm.data.snitch import GOLD
 
         frames = video[:, :: self.config.data.stride].float()  # (B, T, H, W, 3)
