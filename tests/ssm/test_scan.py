@@ -20,6 +20,11 @@ def make_inputs(bsz=2, e=6, n=4, t=13, groups=None, dtype=torch.float32, seed=0)
     )
 
 
+def positive_steps(inp):
+    """Inputs for delta_softplus=False: without softplus the steps delta + delta_bias must be >= 0."""
+    return {**inp, "delta": inp["delta"].abs(), "delta_bias": inp["delta_bias"].abs()}
+
+
 def run(impl, inp, *, use, softplus=True):
     args = {k: v.clone().requires_grad_() for k, v in inp.items() if k in use}
     y, last = selective_scan(
@@ -57,7 +62,7 @@ def test_fast_matches_ref_fp32(impl, t, variant):
 @pytest.mark.parametrize("impl", FAST)
 @pytest.mark.parametrize("groups", [1, 3])
 def test_grouped_and_no_softplus_fp64(impl, groups):
-    inp = make_inputs(t=19, groups=groups, dtype=torch.float64)
+    inp = positive_steps(make_inputs(t=19, groups=groups, dtype=torch.float64))
     use = VARIANTS["full"]
     assert_match(run("ref", inp, use=use, softplus=False), run(impl, inp, use=use, softplus=False), 1e-10)
 
@@ -76,7 +81,7 @@ def test_gradcheck_fp64(impl):
 
 @pytest.mark.parametrize("impl", ["ref"] + FAST)
 def test_continuation_from_state(impl):
-    inp = make_inputs(t=21)
+    inp = positive_steps(make_inputs(t=21))
     inp.pop("initial_state")
     y, last = selective_scan(**inp, return_last_state=True, impl=impl)
     cut = 9
@@ -88,7 +93,7 @@ def test_continuation_from_state(impl):
 
 
 def test_noncontiguous_inputs():
-    inp = make_inputs(t=12)
+    inp = positive_steps(make_inputs(t=12))
     u_nc = inp["u"].transpose(0, 1).contiguous().transpose(0, 1)
     assert not u_nc.is_contiguous()
     for impl in FAST:

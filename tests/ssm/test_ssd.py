@@ -55,6 +55,7 @@ def test_gradcheck_fp64(impl):
 def test_continuation_and_per_channel_D():
     inp = make_inputs(t=20)
     inp.pop("initial_state")
+    inp["dt"], inp["dt_bias"] = inp["dt"].abs(), inp["dt_bias"].abs()  # no dt_softplus: steps must be >= 0
     inp["D"] = torch.randn(4, 3)
     y, last = ssd_scan(**inp, return_final_state=True, chunk_size=CHUNK)
     sl = lambda d, s: {k: (v[:, s] if k in ("x", "dt", "B", "C", "z") else v) for k, v in d.items()}  # noqa: E731

@@ -29,9 +29,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slotssm.ssm import kernels
-from slotssm.ssm._checks import check_float, check_shape
-
-
+from slotssm.ssm._checks import (
+    check_dtypes,
+    check_float,
+    check_nonnegative_steps,
+    check_shape,
+    check_stable,
+    compute_dtype,
+    to_compute,
+)
 
 
 def selective_scan(
@@ -53,41 +59,57 @@ def selective_scan(
 
     Args:
         u, delta: (B', E, T) inputs and time steps; z: (B', E, T) gate or None.
-        A: (E, N) real, normally negative; B, C: (B', N, T) or grouped (B', G, N, T) with E % G == 0.
-        D: (E,) skip; delta_bias: (E,) added to delta before the optional softplus.
+        A: (E, N) real, <= 0; B, C: (B', N, T) or grouped (B', G, N, T) with E % G == 0.
+        D: (E,) skip; delta_bias: (E,) added to delta before the optional softplus (without it, delta + delta_bias
+        must be >= 0).
         initial_state: (B', E, N) state before the first step (zeros if None).
         impl: one of IMPLS; chunk: checkpoint / chunk length for "loop", "chunked" and "fused" (None: their default).
+    Dtypes: one rule for every impl (slotssm.ssm._checks): u's dtype everywhere, or float32 parameters (A, D,
+    delta_bias, initial_state) with float16/bfloat16 activations, computed in float32. B' = 0 gives empty results.
     Returns:
-        y (B', E, T), and the last state (B', E, N) when `return_last_state`.
+        y (B', E, T), and the last state (B', E, N) when `return_last_state`, both in u's dtype.
     """
-    _check_scan_args(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    _check_scan_args(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
+    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+        raise ValueError(f"chunk: expected a positive int or None, got {chunk!r}")
     impl = kernels.resolve_impl("selective_scan", impl, u.device)
+    check_stable("A", A)  # values last: a bad shape, dtype or impl is named first
+    if not delta_softplus:
+        check_nonnegative_steps("delta", delta, None if delta_bias is None else delta_bias[:, None], "delta_bias", "delta_softplus")
+    if u.shape[0] == 0:
+        impl = "ref"  # batch 0: empty results (and zero gradients) whatever the implementation
     if impl == "cuda":
         return kernels.mamba_selective_scan(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state
         )
-    dt = delta if delta_bias is None else delta + delta_bias[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
-    if impl == "ref":
-        y, last = selective_scan_ref(u, dt, A, B, C, initial_state)
-    elif impl == "loop":
-        y, last = _LoopScan.apply(u, dt, A, B, C, initial_state, chunk or 64)
-    elif impl == "chunked":
-        y, last = selective_scan_chunked(u, dt, A, B, C, initial_state, chunk)
-    else:  # "fused": bias, softplus, skip and gate inside the kernel
+    if impl == "fused":  # bias, softplus, skip and gate inside the kernel; casts like below
         from slotssm.ssm.fused import fused_selective_scan
 
         y, last = fused_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, chunk)
         return (y, last) if return_last_state else y
-    if D is not None:
-        y = y + u * D[:, None]
-    if z is not None:
-        y = y * F.silu(z)
+    out_dtype, cdt = u.dtype, compute_dtype(u.dtype)
+    with torch.autocast(u.device.type, enabled=False):  # the compute dtype is ours, not autocast's
+        u, delta, A, B, C, D, z, delta_bias, initial_state = to_compute(
+            cdt, u, delta, A, B, C, D, z, delta_bias, initial_state
+        )
+        dt = delta if delta_bias is None else delta + delta_bias[:, None]
+        if delta_softplus:
+            dt = F.softplus(dt)
+        if impl == "ref":
+            y, last = selective_scan_ref(u, dt, A, B, C, initial_state)
+        elif impl == "loop":
+            y, last = _LoopScan.apply(u, dt, A, B, C, initial_state, chunk or 64)
+        else:  # "chunked"
+            y, last = selective_scan_chunked(u, dt, A, B, C, initial_state, chunk)
+        if D is not None:
+            y = y + u * D[:, None]
+        if z is not None:
+            y = y * F.silu(z)
+    y, last = y.to(out_dtype), last.to(out_dtype)
     return (y, last) if return_last_state else y
 
 
-def _check_scan_args(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
+def _check_scan_args(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus) -> None:
     check_float("u", u)
     if u.dim() != 3:
         raise ValueError(f"u: expected shape (B', E, T), got {tuple(u.shape)}")
@@ -119,6 +141,8 @@ def _check_scan_args(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None
         check_shape("z", z, (bsz, e, t), "(B', E, T)")
     if initial_state is not None:
         check_shape("initial_state", initial_state, (bsz, e, n), "(B', E, N)")
+    check_dtypes("u", u, dict(delta=delta, B=B, C=C, z=z),
+                 dict(A=A, D=D, delta_bias=delta_bias, initial_state=initial_state))
 
 
 def _grouped(X: Tensor, e: int) -> Tensor:

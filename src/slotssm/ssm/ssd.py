@@ -19,7 +19,15 @@ from einops import rearrange, repeat
 from torch import Tensor
 
 from slotssm.ssm import kernels
-from slotssm.ssm._checks import check_float, check_shape
+from slotssm.ssm._checks import (
+    check_dtypes,
+    check_float,
+    check_nonnegative_steps,
+    check_shape,
+    check_stable,
+    compute_dtype,
+    to_compute,
+)
 
 
 def ssd_scan(
@@ -41,39 +49,49 @@ def ssd_scan(
 
     Args:
         x: (B', T, H, P); dt: (B', T, H); A: (H,); B, C: (B', T, G, N); D: (H,) or (H, P); z: (B', T, H, P) or None;
-        dt_bias: (H,); initial_state: (B', H, P, N).
+        dt_bias: (H,); initial_state: (B', H, P, N). A <= 0; without dt_softplus, dt + dt_bias >= 0.
+    Dtypes: the rule of selective_scan (slotssm.ssm._checks); B' = 0 gives empty results.
     Returns:
-        y (B', T, H, P), and the final state (B', H, P, N) when `return_final_state`.
+        y (B', T, H, P), and the final state (B', H, P, N) when `return_final_state`, both in x's dtype.
     """
-    _check_ssd_args(x, dt, A, B, C, D, z, dt_bias, initial_state, chunk_size)
+    _check_ssd_args(x, dt, A, B, C, D, z, dt_bias, initial_state, chunk_size, dt_softplus)
     impl = kernels.resolve_impl("ssd_scan", impl, x.device)
+    check_stable("A", A)  # values last: a bad shape, dtype or impl is named first
+    if not dt_softplus:
+        check_nonnegative_steps("dt", dt, dt_bias, "dt_bias", "dt_softplus")
+    if x.shape[0] == 0:
+        impl = "ref"  # batch 0: empty results (and zero gradients) whatever the implementation
     if impl == "cuda":
         return kernels.mamba_chunk_scan(
             x, dt, A, B, C, chunk_size, D, z, dt_bias, dt_softplus, initial_state, return_final_state
         )
-    if dt_bias is not None:
-        dt = dt + dt_bias
-    if dt_softplus:
-        dt = F.softplus(dt)
-    h = x.shape[2]
-    Bh, Ch = (repeat(v, "b t g n -> b t (g r) n", r=h // v.shape[2]) for v in (B, C))  # (B', T, H, N)
-    if impl == "ref":
-        y, last = ssd_scan_ref(x, dt, A, Bh, Ch, initial_state)
-    elif impl == "chunked":
-        y, last = ssd_scan_chunked(x, dt, A, Bh, Ch, initial_state, chunk_size)
-    else:  # "fused": grouped B, C (the kernel shares them across a group's heads), skip and gate inside the kernel
-        from slotssm.ssm.fused import fused_ssd_scan
+    out_dtype, cdt = x.dtype, compute_dtype(x.dtype)
+    with torch.autocast(x.device.type, enabled=False):  # the compute dtype is ours, not autocast's
+        x, dt, A, B, C, D, z, dt_bias, initial_state = to_compute(cdt, x, dt, A, B, C, D, z, dt_bias, initial_state)
+        if dt_bias is not None:
+            dt = dt + dt_bias
+        if dt_softplus:
+            dt = F.softplus(dt)
+        h = x.shape[2]
+        if impl == "fused":  # grouped B, C (the kernel shares them across a group's heads), skip and gate inside
+            from slotssm.ssm.fused import fused_ssd_scan
 
-        y, last = fused_ssd_scan(x, dt, A, B, C, D, z, initial_state, chunk_size)
-        return (y, last) if return_final_state else y
-    if D is not None:
-        y = y + x * (D[:, None] if D.dim() == 1 else D)
-    if z is not None:
-        y = y * F.silu(z)
+            y, last = fused_ssd_scan(x, dt, A, B, C, D, z, initial_state, chunk_size)
+            return (y.to(out_dtype), last.to(out_dtype)) if return_final_state else y.to(out_dtype)
+        Bh, Ch = (repeat(v, "b t g n -> b t (g r) n", r=h // v.shape[2]) for v in (B, C))  # (B', T, H, N)
+        if impl == "ref":
+            y, last = ssd_scan_ref(x, dt, A, Bh, Ch, initial_state)
+        else:  # "chunked"
+            y, last = ssd_scan_chunked(x, dt, A, Bh, Ch, initial_state, chunk_size)
+        if D is not None:
+            y = y + x * (D[:, None] if D.dim() == 1 else D)
+        if z is not None:
+            y = y * F.silu(z)
+    y, last = y.to(out_dtype), last.to(out_dtype)
     return (y, last) if return_final_state else y
 
 
-def _check_ssd_args(x, dt, A, B, C, D, z, dt_bias, initial_state, chunk_size) -> None:
+def _check_ssd_args(x, dt, A, B, C, D, z, dt_bias, initial_state, chunk_size, dt_softplus) -> None:
     check_float("x", x)
     if x.dim() != 4:
         raise ValueError(f"x: expected shape (B', T, H, P), got {tuple(x.shape)}")
@@ -89,6 +107,8 @@ def _check_ssd_args(x, dt, A, B, C, D, z, dt_bias, initial_state, chunk_size) ->
     if B.shape != C.shape:
         raise ValueError(f"B and C must have the same shape, got B {tuple(B.shape)} and C {tuple(C.shape)}")
     n = B.shape[3]
+    if D is not None:
+        check_float("D", D)
     if D is not None and tuple(D.shape) not in ((h,), (h, p)):
         raise ValueError(f"D: expected shape (H,) = ({h},) or (H, P) = ({h}, {p}), got {tuple(D.shape)}")
     if z is not None:
@@ -99,6 +119,7 @@ def _check_ssd_args(x, dt, A, B, C, D, z, dt_bias, initial_state, chunk_size) ->
         check_shape("initial_state", initial_state, (bsz, h, p, n), "(B', H, P, N)")
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
+    check_dtypes("x", x, dict(dt=dt, B=B, C=C, z=z), dict(A=A, D=D, dt_bias=dt_bias, initial_state=initial_state))
 
 
 def ssd_scan_ref(x, dt, A, B, C, initial_state=None):
