@@ -29,29 +29,62 @@ class SequenceOutput:
 
 
 class SequenceModel(nn.Module):
-    """Base class: input checks shared by every sequence model. Subclasses set `input_dim`, `d_model`, `num_slots`."""
+    """Base class: the input checks shared by every sequence model. Subclasses set `input_dim`, `d_model`, `num_slots`.
+
+    Every public entry point starts with them: `check_tokens` (forward), `check_step_tokens` (step),
+    `check_batch_size` (init_state) and `check_state` for a given state; `state=None` means a fresh state
+    (`init_state`) in `forward` and `step` of every model. Tokens must be in the parameters' dtype (under autocast,
+    also in autocast's dtype) and on their device, with batch size B >= 1. NaN in the tokens is not checked: it
+    propagates as in any torch module.
+    """
 
     input_dim: int
     d_model: int
     num_slots: int  # slots of the output (K of the last layer)
 
     def check_tokens(self, tokens: Tensor, name: str = "tokens") -> None:
-        """tokens must be float (B, T, M, D_in) with T >= 1 and D_in == input_dim."""
-        if not isinstance(tokens, Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(tokens).__name__}")
-        if not tokens.is_floating_point():
-            raise ValueError(f"{name}: expected a floating-point tensor, got dtype {tokens.dtype}")
-        if tokens.dim() != 4 or tokens.shape[-1] != self.input_dim or tokens.shape[1] == 0 or tokens.shape[2] == 0:
+        """tokens must be float (B, T, M, D_in) with B, T, M >= 1, D_in == input_dim, in the parameters' dtype."""
+        self._check_tensor(tokens, name, "(B, T, M, D_in)")
+        if tokens.dim() != 4 or tokens.shape[-1] != self.input_dim or 0 in tokens.shape[:3]:
             raise ValueError(
-                f"{name}: expected shape (B, T, M, D_in) with T, M >= 1 and D_in={self.input_dim}, got {tuple(tokens.shape)}"
+                f"{name}: expected shape (B, T, M, D_in) with B, T, M >= 1 and D_in={self.input_dim}, "
+                f"got {tuple(tokens.shape)}"
             )
 
-    def check_step_tokens(self, tokens_t: Tensor) -> None:
-        """tokens_t must be float (B, M, D_in)."""
-        if not isinstance(tokens_t, Tensor) or not tokens_t.is_floating_point():
-            raise ValueError(f"tokens_t: expected a floating-point tensor (B, M, D_in), got {getattr(tokens_t, 'dtype', type(tokens_t))}")
-        if tokens_t.dim() != 3 or tokens_t.shape[-1] != self.input_dim or tokens_t.shape[1] == 0:
-            raise ValueError(f"tokens_t: expected shape (B, M, D_in) with D_in={self.input_dim}, got {tuple(tokens_t.shape)}")
+    def check_step_tokens(self, tokens_t: Tensor, name: str = "tokens_t") -> None:
+        """tokens_t must be float (B, M, D_in) with B, M >= 1, D_in == input_dim, in the parameters' dtype."""
+        self._check_tensor(tokens_t, name, "(B, M, D_in)")
+        if tokens_t.dim() != 3 or tokens_t.shape[-1] != self.input_dim or 0 in tokens_t.shape[:2]:
+            raise ValueError(
+                f"{name}: expected shape (B, M, D_in) with B, M >= 1 and D_in={self.input_dim}, "
+                f"got {tuple(tokens_t.shape)}"
+            )
+
+    def check_batch_size(self, batch_size, name: str = "batch_size") -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {batch_size!r}")
+
+    def check_state(self, state: Any, batch_size: int) -> None:
+        """`state` must have the structure and shapes of `init_state(batch_size)`; the message names the part.
+
+        Models whose state grows with time (KV caches) check their own.
+        """
+        want = self.init_state(batch_size, device="meta")
+        _check_like(state, want, "state", batch_size, self._allowed_dtypes(None))
+
+    def begin_step(self, tokens_t: Tensor, state: Any) -> Any:
+        """Checks at the start of `step`; returns the state to use (a fresh one for None)."""
+        self.check_step_tokens(tokens_t)
+        if state is None:
+            return self.init_state(tokens_t.shape[0], tokens_t.device, tokens_t.dtype)
+        self.check_state(state, tokens_t.shape[0])
+        return state
+
+    def begin_forward(self, tokens: Tensor, state: Any) -> None:
+        """Checks at the start of `forward`: the tokens, and the state when one is given."""
+        self.check_tokens(tokens)
+        if state is not None:
+            self.check_state(state, tokens.shape[0])
 
     def forward(self, tokens: Tensor, *, state: Any = None, return_attention: bool = False) -> SequenceOutput:
         raise NotImplementedError
@@ -66,11 +99,61 @@ class SequenceModel(nn.Module):
         p = next(self.parameters())
         return dict(device=device or p.device, dtype=dtype or p.dtype)
 
+    def _allowed_dtypes(self, device: torch.device | None) -> set:
+        p = next(self.parameters())
+        device_type = (device or p.device).type
+        allowed = {p.dtype}
+        if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+            allowed.add(torch.get_autocast_dtype(device_type))
+        return allowed
+
+    def _check_tensor(self, x, name: str, legend: str) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor {legend}, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name}: expected a floating-point tensor {legend}, got dtype {x.dtype}")
+        p = next(self.parameters())
+        if x.device != p.device:
+            raise ValueError(f"{name}: on device {x.device}, but the model's parameters are on {p.device}")
+        if x.dtype not in self._allowed_dtypes(x.device):
+            raise ValueError(
+                f"{name}: dtype {x.dtype} does not match the model's parameters ({p.dtype}); "
+                f"cast the input with .to({p.dtype}) or the model with .to({x.dtype})"
+            )
+
+
+def _check_like(got: Any, want: Any, path: str, batch_size: int, dtypes: set) -> None:
+    """Compare a state with a template of the same structure: tuples/lists by type and length, tensors by shape."""
+    if isinstance(want, Tensor):
+        if not isinstance(got, Tensor):
+            raise ValueError(f"{path}: expected a tensor of shape {tuple(want.shape)}, got {type(got).__name__}")
+        if got.shape != want.shape:
+            raise ValueError(
+                f"{path}: expected shape {tuple(want.shape)} (batch size {batch_size}, as the tokens), "
+                f"got {tuple(got.shape)}"
+            )
+        if got.is_floating_point() and got.dtype not in dtypes:
+            raise ValueError(f"{path}: dtype {got.dtype} does not match the model's parameters ({sorted(map(str, dtypes))})")
+    elif isinstance(want, (tuple, list)):
+        named = hasattr(want, "_fields")  # a NamedTuple state (SSMState, RIMState, ...): its own type
+        same_kind = isinstance(got, type(want)) if named else isinstance(got, (tuple, list))
+        if not same_kind or len(got) != len(want):
+            if named:
+                what = f"a {type(want).__name__} ({', '.join(want._fields)})"
+            else:
+                items = {"Tensor" if isinstance(w, Tensor) else type(w).__name__ for w in want}
+                what = f"a list of {len(want)} {'tensors' if items == {'Tensor'} else '/'.join(sorted(items)) + 's'}"
+            got_len = f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""
+            raise ValueError(f"{path}: expected {what} (from init_state), got {type(got).__name__}{got_len}")
+        names = getattr(want, "_fields", None)
+        for i, (g, w) in enumerate(zip(got, want)):
+            _check_like(g, w, f"{path}.{names[i]}" if names else f"{path}[{i}]", batch_size, dtypes)
+    elif want is None and got is not None:
+        raise ValueError(f"{path}: expected None (from init_state), got {type(got).__name__}")
+
 
 def run_steps(model: SequenceModel, tokens: Tensor, state: Any = None) -> tuple[Tensor, Any]:
     """Apply `model.step` frame by frame: tokens (B, T, M, D_in) -> slots (B, T, K, D), final state."""
-    if state is None:
-        state = model.init_state(tokens.shape[0], device=tokens.device, dtype=tokens.dtype)
     slots = []
     for tokens_t in tokens.unbind(1):
         s, state = model.step(tokens_t, state)

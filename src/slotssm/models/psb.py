@@ -196,6 +196,7 @@ class PSB(SequenceModel):
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def init_state(self, batch_size, device=None, dtype=None) -> PSBState:
+        self.check_batch_size(batch_size)
         like = self._param_like(device, dtype)
         h = self.cfg.num_heads
         p = self.d_model // h
@@ -203,7 +204,10 @@ class PSB(SequenceModel):
         time = [torch.zeros(batch_size * self.num_slots, 0, self.d_model, **like) for _ in self.layers]
         return PSBState(0, 0, [(empty(), empty()) for _ in self.layers], time)
 
-    def _check_state(self, state, bsz: int, m: int) -> None:
+    def check_state(self, state, batch_size: int, m: int | None = None) -> None:  # the cache grows: its own check
+        self._check_state(state, batch_size, m)
+
+    def _check_state(self, state, bsz: int, m: int | None) -> None:
         if not isinstance(state, PSBState) or len(state.kv) != len(self.layers):
             raise ValueError(f"state: expected a PSBState with {len(self.layers)} layers, got {type(state).__name__}")
         k = state.kv[0][0]
@@ -211,7 +215,7 @@ class PSB(SequenceModel):
             raise ValueError(
                 f"state: expected batch size {bsz}, got caches {tuple(k.shape)}, {tuple(state.time[0].shape)}"
             )
-        if k.shape[2] != state.cached_frames * m:
+        if m is not None and k.shape[2] != state.cached_frames * m:
             raise ValueError(f"tokens: expected M={k.shape[2] // max(state.cached_frames, 1)} tokens per frame as in "
                              f"the state's cache, got M={m}")
 

@@ -149,9 +149,13 @@ class RIM(SequenceModel):
         self.communication = Communication(k, d, cfg.num_heads)
 
     def init_state(self, batch_size, device=None, dtype=None) -> RIMState:
+        self.check_batch_size(batch_size)
         like = self._param_like(device, dtype)
         h = self.h0.to(**like).expand(batch_size, -1, -1)  # (B, K, D)
         return RIMState(h, torch.zeros_like(h) if self.cfg.cell == "lstm" else None)
+
+    def check_state(self, state, batch_size: int) -> None:
+        self._check_state(state, batch_size)
 
     def _check_state(self, state, batch_size: int) -> None:
         want = (batch_size, self.num_slots, self.d_model)
@@ -189,13 +193,13 @@ class RIM(SequenceModel):
         return h, RIMState(h, c), maps
 
     def step(self, tokens_t, state):
-        self.check_step_tokens(tokens_t)
+        state = self.begin_step(tokens_t, state)
         slots, state, _ = self._frame(*self._read(tokens_t), state, False)
         return slots, state
 
     def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
         """Same as `step` frame by frame; the token keys and values (state-free) are computed for all frames at once."""
-        self.check_tokens(tokens)
+        self.begin_forward(tokens, state)
         keys, values = self._read(tokens)  # (B, T, M+1, A), (B, T, M+1, D)
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)

@@ -118,6 +118,7 @@ class SAVi(SequenceModel):
         conditioning needs a model built with conditioning_dim = C > 0 (e.g. C = 4 for first-frame boxes, 2 for
         positions); without it a conditional model falls back to the learned slots.
         """
+        self.check_batch_size(batch_size)
         if conditioning is None:
             return self.slots_init.to(**self._param_like(device, dtype)).expand(batch_size, -1, -1)
         if self.conditioning is None:
@@ -132,11 +133,14 @@ class SAVi(SequenceModel):
         """Frames (..., M, D_in) -> token features u (..., M, D). Independent of the state."""
         return self.token_mlp(self.token_norm(tokens))
 
-    def _frame(self, u: Tensor, state: Tensor, return_attention: bool):
-        """u (B, M, D), prior (B, K, D) -> slots (B, K, D), next prior (B, K, D), maps | None."""
-        want = (u.shape[0], self.num_slots, self.d_model)
+    def check_state(self, state, batch_size: int) -> None:
+        want = (batch_size, self.num_slots, self.d_model)
         if not isinstance(state, Tensor) or tuple(state.shape) != want:
             raise ValueError(f"state: expected prior slots of shape {want}, got {tuple(getattr(state, 'shape', ()))}")
+
+    def _frame(self, u: Tensor, state: Tensor, return_attention: bool):
+        """u (B, M, D), prior (B, K, D) -> slots (B, K, D), next prior (B, K, D), maps | None."""
+        self.check_state(state, u.shape[0])
         s, attn = self.corrector(state, u)  # (B, K, D), (B, K, M)
         prior, maps = s, None
         for layer in self.predictor:
@@ -146,13 +150,13 @@ class SAVi(SequenceModel):
         return s, prior, maps
 
     def step(self, tokens_t, state):
-        self.check_step_tokens(tokens_t)
+        state = self.begin_step(tokens_t, state)
         slots, state, _ = self._frame(self._read(tokens_t), state, False)
         return slots, state
 
     def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
         """Same as `step` frame by frame; the token MLP (state-free) runs on all frames at once."""
-        self.check_tokens(tokens)
+        self.begin_forward(tokens, state)
         u = self._read(tokens)  # (B, T, M, D)
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)

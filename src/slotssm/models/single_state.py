@@ -207,6 +207,7 @@ class SingleStateSSM(SequenceModel):
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def init_state(self, batch_size, device=None, dtype=None):
+        self.check_batch_size(batch_size)
         return [layer.ssm.init_state(batch_size, device, dtype) for layer in self.layers]
 
     def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
@@ -215,7 +216,7 @@ class SingleStateSSM(SequenceModel):
         Attention maps: "encoder" (B, T, K, M) (first layer's CLS cross-attention, averaged over heads) and, for
         K > 1, "mixer" (B, T, H, K, K) of the last layer.
         """
-        self.check_tokens(tokens)
+        self.begin_forward(tokens, state)
         x = self.input_proj(tokens)  # (B, T, M, D)
         s, states, maps = None, [], {}
         for i, layer in enumerate(self.layers):
@@ -231,7 +232,7 @@ class SingleStateSSM(SequenceModel):
 
     def step(self, tokens_t, state):
         """tokens_t (B, M, D_in), state -> slots_t (B, K, D), state."""
-        self.check_step_tokens(tokens_t)
+        state = self.begin_step(tokens_t, state)
         x = self.input_proj(tokens_t)  # (B, M, D)
         s, new = None, []
         for layer, st in zip(self.layers, state):

@@ -96,8 +96,12 @@ class SlotRNN(SequenceModel):
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def init_state(self, batch_size, device=None, dtype=None) -> list[Tensor]:
+        self.check_batch_size(batch_size)
         shape = (batch_size, self.num_slots, self.d_model)
         return [torch.zeros(shape, **self._param_like(device, dtype)) for _ in self.layers]
+
+    def check_state(self, state, batch_size: int) -> None:
+        self._check_state(state, batch_size)
 
     def _check_state(self, state, batch_size: int) -> None:
         want = (batch_size, self.num_slots, self.d_model)
@@ -121,7 +125,7 @@ class SlotRNN(SequenceModel):
         return self.norm(e), new, attn
 
     def step(self, tokens_t, state):
-        self.check_step_tokens(tokens_t)
+        state = self.begin_step(tokens_t, state)
         e, _ = self._encode(tokens_t, False)  # (B, K, D)
         slots, state, _ = self._frame(e, state, False)
         return slots, state
@@ -129,7 +133,7 @@ class SlotRNN(SequenceModel):
     def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
         """Same as `step` frame by frame, but the slot encoder (which does not read the state) runs on all frames
         at once; only the GRU and the mixer loop over time."""
-        self.check_tokens(tokens)
+        self.begin_forward(tokens, state)
         bsz, t = tokens.shape[:2]
         e, enc_attn = self._encode(rearrange(tokens, "b t m c -> (b t) m c"), return_attention)  # (B*T, K, D)
         e = rearrange(e, "(b t) k d -> b t k d", b=bsz)

@@ -193,10 +193,11 @@ class SlotSSM(SequenceModel):
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def init_state(self, batch_size, device=None, dtype=None):
+        self.check_batch_size(batch_size)
         return [layer.ssm.init_state(batch_size * layer.num_slots, device, dtype) for layer in self.layers]
 
     def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
-        self.check_tokens(tokens)
+        self.begin_forward(tokens, state)
         x = self.input_proj(tokens)  # (B, T, M, D)
         s, states, maps = None, [], {}
         for i, layer in enumerate(self.layers):
@@ -210,7 +211,7 @@ class SlotSSM(SequenceModel):
         return SequenceOutput(self.norm(s), maps if return_attention else None, states)
 
     def step(self, tokens_t, state):
-        self.check_step_tokens(tokens_t)
+        state = self.begin_step(tokens_t, state)
         x = self.input_proj(tokens_t)  # (B, M, D)
         s, new = None, []
         for layer, st in zip(self.layers, state):

@@ -134,8 +134,12 @@ class TimeCausalTransformer(SequenceModel):
         self.norm = nn.LayerNorm(d)
 
     def init_state(self, batch_size, device=None, dtype=None) -> TransformerState:
+        self.check_batch_size(batch_size)
         like = self._param_like(device, dtype)
         return TransformerState(0, [torch.zeros(batch_size, 0, self.d_model, **like) for _ in self.layers])
+
+    def check_state(self, state, batch_size: int) -> None:  # the cache grows with time: its own check
+        self._check_state(state, batch_size)
 
     def _check_state(self, state, batch_size: int) -> None:
         if not isinstance(state, TransformerState) or len(state.past) != len(self.layers):
