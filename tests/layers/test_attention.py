@@ -131,9 +131,12 @@ def test_inverted_normalisations():
     assert out.shape == (B, L, D) and w.shape == (B, H, L, S)
     # softmax over heads x queries: sums to 1 for every key
     torch.testing.assert_close(w.sum(dim=(1, 2)), torch.ones(B, S))
-    # the renormalised weights (recomputed here) sum to ~1 over the keys for every query
-    renorm = w / (w.sum(-1, keepdim=True) + inv.eps)
-    torch.testing.assert_close(renorm.sum(-1), torch.ones(B, H, L))
+    # the renormalised weights (recomputed here) sum to total / (total + eps) over the keys for every query: 1 - 1e-4
+    assert inv.eps == 1e-5
+    total = w.sum(-1, keepdim=True)
+    renorm = w / (total + inv.eps)
+    torch.testing.assert_close(renorm.sum(-1, keepdim=True), total / (total + inv.eps))
+    torch.testing.assert_close(renorm.sum(-1), torch.ones(B, H, L), atol=1e-4, rtol=0)
     # output == weighted mean of the projected values
     v = inv.v_proj(ctx).view(B, S, H, D // H).transpose(1, 2)  # (B, H, S, P)
     o = (renorm @ v).transpose(1, 2).reshape(B, L, D)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from slotssm.train.config import OptimConfig
+from slotssm.params import no_decay
 from slotssm.train.optim import build_optimizer, split_decay_params
 from slotssm.train.sampler import DataPosition, ShardedBatchSampler
 from slotssm.train.schedule import build_scheduler, lr_multiplier
@@ -43,7 +44,8 @@ class _Net(nn.Module):
     def __init__(self):
         super().__init__()
         self.embed = nn.Embedding(5, 4)
-        self.pos_embed = nn.Parameter(torch.zeros(3, 4))
+        self.pos_embed = no_decay(nn.Parameter(torch.zeros(3, 4)))
+        self.table = nn.Parameter(torch.zeros(3, 4))  # untagged 2-D: decayed, whatever its name
         self.proj = nn.Linear(4, 4)
         self.norm = nn.LayerNorm(4)
         self.special = nn.Parameter(torch.zeros(2, 2))
@@ -54,10 +56,22 @@ class _Net(nn.Module):
 
 def test_weight_decay_only_on_weight_matrices():
     decay, no_decay = split_decay_params(_Net())
-    assert decay == ["proj.weight"]
+    assert decay == ["table", "proj.weight"]
     assert set(no_decay) == {"embed.weight", "pos_embed", "proj.bias", "norm.weight", "norm.bias", "special"}
     opt = build_optimizer(_Net(), OptimConfig(weight_decay=0.3))
     assert [g["weight_decay"] for g in opt.param_groups] == [0.3, 0.0]
+
+
+@pytest.mark.parametrize("name", ["slotssm", "oc_slotssm", "single_state_ssm", "slot_transformer", "savi", "psb",
+                                  "rim", "slot_rnn"])
+def test_dynamics_and_slot_starts_are_not_decayed(name):
+    from slotssm.models import build_model
+
+    model = build_model(name, preset="tiny")
+    decay, _ = split_decay_params(model)
+    leaves = {n.rsplit(".", 1)[-1] for n in decay}
+    assert not leaves & {"A_log", "D", "dt_bias", "cls", "slots_init", "init_slots", "slot_embed", "rel_bias", "h0"}
+    assert all(n.rsplit(".", 1)[-1].startswith("weight") for n in decay), decay  # weight matrices only (GRU's too)
 
 
 def _take(sampler, n):

@@ -180,7 +180,7 @@ class InvertedAttention(_MultiHeadBase):
         d_model: width D of the queries x and of the output.
         num_heads: H, must divide d_model.
         d_context: width Dc of the context (default D).
-        eps: added to each query's total weight before renormalising.
+        eps: added to each query's total weight before renormalising (1e-5 as in the official SlotSSMs / PSB code).
         bias: biases in the four projections.
 
     forward(x (B, L, D), context (B, S, Dc) | None, ...) -> (out (B, L, D), attn (B, H, L, S) | None), where attn
@@ -188,7 +188,7 @@ class InvertedAttention(_MultiHeadBase):
     over (H, L) for every key s that is allowed at least one query.
     """
 
-    def __init__(self, d_model: int, num_heads: int, *, d_context: int | None = None, eps: float = 1e-8,
+    def __init__(self, d_model: int, num_heads: int, *, d_context: int | None = None, eps: float = 1e-5,
                  bias: bool = True) -> None:
         super().__init__(d_model, num_heads, d_context, bias)
         self.eps = eps

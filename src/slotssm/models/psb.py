@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from slotssm.layers import InvertedAttention, SelfAttentionBlock
 from slotssm.models.base import SequenceModel, SequenceOutput
 from slotssm.models.registry import register_model
+from slotssm.params import no_decay, slot_table
 
 
 def stepwise_inverted_attention(attn: InvertedAttention, x: Tensor, k: Tensor, v: Tensor,
@@ -93,7 +94,8 @@ class PSBConfig:
     d_model: int = 64
     num_slots: int = 6
     num_layers: int = 4
-    num_heads: int = 4
+    num_heads: int = 4  # time and slot attention
+    cross_heads: int = 1  # bottom-up inverted cross-attention: one head, as the official PSB (softmax over H x K)
     mlp_ratio: float = 4.0
     cross_window: int = 0  # frames each step's slots read in (1): 0 = all frames <= t, n = the last n
     max_distance: int = 32  # relative time bias: distances >= this share one value
@@ -101,11 +103,14 @@ class PSBConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        for name in ("input_dim", "d_model", "num_slots", "num_layers", "num_heads", "max_distance", "cross_chunk"):
+        for name in ("input_dim", "d_model", "num_slots", "num_layers", "num_heads", "cross_heads", "max_distance",
+                     "cross_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads: must divide d_model={self.d_model}, got {self.num_heads}")
+        if self.d_model % self.cross_heads:
+            raise ValueError(f"cross_heads: must divide d_model={self.d_model}, got {self.cross_heads}")
         if self.cross_window < 0:
             raise ValueError(f"cross_window: expected 0 (every past frame) or a window >= 1, got {self.cross_window}")
         if not 0.0 <= self.dropout < 1.0:
@@ -119,9 +124,9 @@ class PSBBlock(nn.Module):
         super().__init__()
         d, h = cfg.d_model, cfg.num_heads
         self.norm_slots, self.norm_tokens = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.cross = InvertedAttention(d, h)
+        self.cross = InvertedAttention(d, cfg.cross_heads)
         self.time = SelfAttentionBlock(d, h, mlp=False, causal=True, dropout=cfg.dropout)
-        self.rel_bias = nn.Parameter(torch.zeros(h, cfg.max_distance + 1))  # (H, max_distance + 1)
+        self.rel_bias = no_decay(nn.Parameter(torch.zeros(h, cfg.max_distance + 1)))  # (H, max_distance + 1)
         self.space = SelfAttentionBlock(d, h, mlp=True, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
         self.window, self.chunk = cfg.cross_window, cfg.cross_chunk
 
@@ -191,14 +196,14 @@ class PSB(SequenceModel):
         self.cfg = cfg
         self.input_dim, self.d_model, self.num_slots = cfg.input_dim, cfg.d_model, cfg.num_slots
         self.input_proj = nn.Linear(cfg.input_dim, cfg.d_model)
-        self.init_slots = nn.Parameter(torch.randn(cfg.num_slots, cfg.d_model) * 0.02)  # (K, D)
+        self.init_slots = slot_table(cfg.num_slots, cfg.d_model)  # (K, D), std 1 (official PSB: truncated normal)
         self.layers = nn.ModuleList(PSBBlock(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def init_state(self, batch_size, device=None, dtype=None) -> PSBState:
         self.check_batch_size(batch_size)
         like = self._param_like(device, dtype)
-        h = self.cfg.num_heads
+        h = self.cfg.cross_heads  # the cache holds the cross-attention's keys and values
         p = self.d_model // h
         empty = lambda: torch.zeros(batch_size, h, 0, p, **like)  # noqa: E731
         time = [torch.zeros(batch_size * self.num_slots, 0, self.d_model, **like) for _ in self.layers]

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from slotssm.models.base import SequenceModel, SequenceOutput
 from slotssm.models.registry import register_model
+from slotssm.params import no_decay, slot_table
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class GroupLinear(nn.Module):
         super().__init__()
         bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default initialisation, per module
         self.weight = nn.Parameter(torch.empty(num_groups, d_in, d_out).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(num_groups, d_out).uniform_(-bound, bound)) if bias else None
+        self.bias = no_decay(nn.Parameter(torch.empty(num_groups, d_out).uniform_(-bound, bound))) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         y = torch.einsum("bki,kio->bko", x, self.weight)  # (B, K, d_out)
@@ -99,20 +100,25 @@ class ModuleCells(nn.Module):
 
 
 class Communication(nn.Module):
-    """Multi-head attention among modules, per-module q/k/v/out weights: h (B, K, D) -> update (B, K, D)."""
+    """Multi-head attention among modules, per-module q/k/v/out/gate weights: h (B, K, D) -> update (B, K, D).
+
+    As in the official RIMs code the update is gated: sigmoid(gate(h)) * tanh(out(attended)), so a module can
+    ignore the others and the update stays bounded.
+    """
 
     def __init__(self, num_modules: int, d_model: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
         self.qkv = GroupLinear(num_modules, d_model, 3 * d_model)
         self.out = GroupLinear(num_modules, d_model, d_model)
+        self.gate = GroupLinear(num_modules, d_model, d_model)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
         bsz, k, d = h.shape
         q, key, v = self.qkv(h).view(bsz, k, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # (B, H, K, P) each
         attn = (q @ key.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-1)  # (B, H, K, K)
         o = (attn @ v).transpose(1, 2).reshape(bsz, k, d)  # (B, K, D)
-        return self.out(o), attn
+        return torch.sigmoid(self.gate(h)) * torch.tanh(self.out(o)), attn
 
 
 TINY = dict(input_dim=12, d_model=16, num_slots=4, top_k=2, input_key_dim=8, num_heads=2)
@@ -140,7 +146,7 @@ class RIM(SequenceModel):
         self.cfg = cfg
         self.input_dim, self.d_model, self.num_slots = cfg.input_dim, cfg.d_model, cfg.num_slots
         k, d = cfg.num_slots, cfg.d_model
-        self.h0 = nn.Parameter(torch.randn(k, d) * 0.1)  # (K, D) distinct starts break the modules' symmetry
+        self.h0 = slot_table(k, d, std=0.1)  # (K, D) distinct starts; the per-module weights already break symmetry
         self.norm_input = nn.LayerNorm(cfg.input_dim)
         self.key = nn.Linear(cfg.input_dim, cfg.input_key_dim)  # the null token's key is this bias
         self.value = nn.Linear(cfg.input_dim, d)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from slotssm.layers import MLP, InvertedAttention, TransformerLayer
 from slotssm.models.base import SequenceModel, SequenceOutput
 from slotssm.models.registry import register_model
+from slotssm.params import slot_table
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class SAVi(SequenceModel):
         self.cfg = cfg
         self.input_dim, self.d_model, self.num_slots = cfg.input_dim, cfg.d_model, cfg.num_slots
         d = cfg.d_model
-        self.slots_init = nn.Parameter(torch.randn(cfg.num_slots, d) * 0.02)  # (K, D) learned first prior
+        self.slots_init = slot_table(cfg.num_slots, d)  # (K, D) learned first prior, std 1 (STEVE samples N(mu, sigma))
         self.conditioning = None
         if cfg.conditioning_dim:
             hidden = round(cfg.mlp_ratio * d)
@@ -111,6 +112,7 @@ class SAVi(SequenceModel):
         self.predictor = nn.ModuleList(
             TransformerLayer(d, cfg.num_heads, mlp_ratio=cfg.mlp_ratio) for _ in range(cfg.predictor_layers)
         )
+        self.predictor_norm = nn.LayerNorm(d)  # STEVE's predictor ends in a LayerNorm: the prior keeps its scale
 
     def init_state(self, batch_size, device=None, dtype=None, conditioning: Tensor | None = None) -> Tensor:
         """The first frame's prior slots (B, K, D): learned, or MLP(conditioning (B, K, C)) when it is given.
@@ -145,6 +147,7 @@ class SAVi(SequenceModel):
         prior, maps = s, None
         for layer in self.predictor:
             prior, maps = layer(prior, return_attention=return_attention)  # (B, K, D)
+        prior = self.predictor_norm(prior)
         if return_attention:
             maps = {"corrector": attn, "predictor": maps["self"]}
         return s, prior, maps

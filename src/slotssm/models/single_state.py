@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from slotssm.layers import MLP, CrossAttentionBlock
 from slotssm.models.base import SequenceModel, SequenceOutput
 from slotssm.models.registry import register_model
+from slotssm.params import slot_table
 from slotssm.models.slotssm import SlotEncoder, SlotMixer
 from slotssm.ssm import Mamba, Mamba2
 
@@ -43,7 +44,7 @@ class ClsPooler(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, num_layers: int = 3, mlp_ratio: float = 4.0):
         super().__init__()
-        self.cls = nn.Parameter(torch.randn(1, d_model) * 0.02)  # (1, D)
+        self.cls = slot_table(1, d_model)  # (1, D)
         self.layers = nn.ModuleList(
             CrossAttentionBlock(d_model, num_heads, mlp=True, mlp_ratio=mlp_ratio) for _ in range(num_layers)
         )

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from slotssm.layers import CrossAttentionBlock, SelfAttentionBlock, TransformerLayer
 from slotssm.models.base import SequenceModel, SequenceOutput
 from slotssm.models.registry import register_model
+from slotssm.params import slot_table
 from slotssm.ssm import Mamba, Mamba2
 
 
@@ -34,6 +35,9 @@ class SlotSSMConfig:
     num_layers: int = 2
     layer_slots: tuple[int, ...] = ()  # per-layer K, e.g. (6, 6, 4); empty = num_slots everywhere
     num_heads: int = 4
+    # OC-SlotSSM's inverted attention: the softmax runs jointly over heads x slots, so H heads split each token's
+    # weight H ways and weaken the slots' competition; the official SlotSSMs / PSB / SAVi code uses one head.
+    inverted_heads: int = 1
     encoder: str = "self_cross"  # "self_cross" (SlotSSM) | "inverted" (OC-SlotSSM)
     encoder_layers: int = 3  # depth of the self+cross slot encoder
     ssm: str = "mamba"  # "mamba" (Mamba1) | "mamba2"
@@ -52,6 +56,8 @@ class SlotSSMConfig:
             raise ValueError(f"ssm: expected 'mamba' or 'mamba2', got {self.ssm!r}")
         if self.layer_slots and len(self.layer_slots) != self.num_layers:
             raise ValueError(f"layer_slots: expected {self.num_layers} entries (num_layers), got {self.layer_slots}")
+        if self.inverted_heads < 1 or self.d_model % self.inverted_heads:
+            raise ValueError(f"inverted_heads: expected a divisor of d_model={self.d_model}, got {self.inverted_heads}")
         if min(self.slots_per_layer) < 1 or self.num_layers < 1:
             raise ValueError(f"num_slots / num_layers must be >= 1, got {self.slots_per_layer}")
         if self.encoder == "inverted" and len(set(self.slots_per_layer)) > 1:
@@ -71,7 +77,7 @@ class SlotEncoder(nn.Module):
 
     def __init__(self, d_model: int, num_slots: int, num_heads: int, num_layers: int = 3, mlp_ratio: float = 4.0):
         super().__init__()
-        self.cls = nn.Parameter(torch.randn(num_slots, d_model) * 0.02)  # (K, D)
+        self.cls = slot_table(num_slots, d_model)  # (K, D), std 1: distinct slots from the first step
         self.layers = nn.ModuleList(
             TransformerLayer(d_model, num_heads, cross=True, mlp_ratio=mlp_ratio) for _ in range(num_layers)
         )
@@ -109,9 +115,9 @@ class SlotSSMLayer(nn.Module):
         self.encoder = None
         self.cls = None
         if self.inverted:
-            self.encoder = CrossAttentionBlock(d, h, inverted=True)
+            self.encoder = CrossAttentionBlock(d, cfg.inverted_heads, inverted=True)
             if first:
-                self.cls = nn.Parameter(torch.randn(num_slots, d) * 0.02)  # (K, D) first layer's queries
+                self.cls = slot_table(num_slots, d)  # (K, D) first layer's queries, std 1
         elif first or changes_count:
             self.encoder = SlotEncoder(d, num_slots, h, cfg.encoder_layers if first else 1, cfg.mlp_ratio)
         self.reads_tokens = self.inverted or first
@@ -167,12 +173,12 @@ TINY = dict(input_dim=12, d_model=16, num_slots=3, num_layers=2, num_heads=2, d_
     "blinking_balls": dict(d_model=64, num_slots=6, d_state=16, expand=1.25, num_heads=4, encoder_layers=3),
     "bouncing_balls": dict(d_model=64, num_slots=6, d_state=16, expand=2.0, num_heads=4, encoder_layers=3),
     "snitch": dict(d_model=128, num_slots=8, d_state=16, expand=2.0, num_heads=4, encoder_layers=3),
-    "movi": dict(d_model=192, num_slots=11, d_state=16, expand=2.0, num_heads=4, encoder_layers=3),
+    "movi": dict(d_model=192, num_slots=11, d_state=16, expand=1.25, num_heads=4, encoder_layers=3),
 })
 @register_model("oc_slotssm", SlotSSMConfig, presets={
     "tiny": {**TINY, "encoder": "inverted"},
-    # Paper Table 2, MOVi column: inverted attention at every layer.
-    "movi": dict(encoder="inverted", d_model=192, num_slots=11, num_heads=4, d_state=16, expand=2.0),
+    # Paper Table 2, MOVi column: inverted attention at every layer, state expand 1.25.
+    "movi": dict(encoder="inverted", d_model=192, num_slots=11, num_heads=4, d_state=16, expand=1.25),
     "blinking_balls": dict(encoder="inverted", d_model=64, num_slots=6, d_state=16, expand=1.25, num_heads=4),
     "bouncing_balls": dict(encoder="inverted", d_model=64, num_slots=6, d_state=16, expand=2.0, num_heads=4),
     "snitch": dict(encoder="inverted", d_model=128, num_slots=8, d_state=16, expand=2.0, num_heads=4),

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from slotssm.layers import SelfAttentionBlock
 from slotssm.models.base import SequenceModel, SequenceOutput
 from slotssm.models.registry import register_model
+from slotssm.params import slot_table
 from slotssm.models.single_state import frame_encoder
 
 
@@ -126,7 +127,7 @@ class TimeCausalTransformer(SequenceModel):
         d, k = cfg.d_model, cfg.num_slots
         self.input_proj = nn.Linear(cfg.input_dim, d)
         self.encoder = frame_encoder(d, k, cfg.num_heads, cfg.encoder_layers, cfg.mlp_ratio)
-        self.slot_embed = nn.Parameter(torch.randn(k, d) * 0.02) if k > 1 else None  # (K, D) slot identity
+        self.slot_embed = slot_table(k, d) if k > 1 else None  # (K, D) slot identity, std 1 like the slots
         self.layers = nn.ModuleList(
             SelfAttentionBlock(d, cfg.num_heads, mlp=True, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
             for _ in range(cfg.num_layers)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from slotssm.params import no_decay
 from slotssm.ssm.scan import selective_scan
 from slotssm.ssm.ssd import ssd_scan
 
@@ -90,6 +91,7 @@ class Mamba(nn.Module, _CausalConvMixin):
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(e, 1)  # S4D-real init  (E, N)
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(e))
+        no_decay(self.A_log, self.D)  # the dynamics: decay would pull A towards -1 and D to 0 (as in mamba_ssm)
         self.out_proj = nn.Linear(e, d_model, bias=False)
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> SSMState:
@@ -176,6 +178,7 @@ class Mamba2(nn.Module, _CausalConvMixin):
         self.dt_bias = nn.Parameter(_dt_bias_init(self.nheads, dt_min, dt_max, dt_init_floor))
         self.A_log = nn.Parameter(torch.log(torch.empty(self.nheads).uniform_(*A_init_range)))
         self.D = nn.Parameter(torch.ones(self.nheads))
+        no_decay(self.dt_bias, self.A_log, self.D)  # the dynamics (as in mamba_ssm)
         self.norm = RMSNormGated(self.d_inner, group_size=self.d_inner // ngroups)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 

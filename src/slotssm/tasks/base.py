@@ -12,6 +12,8 @@ A task owns everything that is specific to an experiment, so the trainer (`slots
 - `evaluate(model, dataset, batch_size=..., device=...)`: the experiment's metrics (floats) on a whole dataset;
   called under `torch.no_grad()` with the model in eval mode.
 - `visualise(model, dataset, out_dir, device=...)`: writes figures/GIFs into `out_dir`, returns their paths.
+- `probe(model, batch)`: slots, prediction and slot attention of a batch for the training-health probes
+  (`slotssm.train.health`); optional, a task without it is trained without health probes.
 
 For a resumed run to repeat an uninterrupted one exactly, a dataset item must be a function of its index (no
 global randomness in `__getitem__`); randomness inside `loss` should come from torch's global generator, whose state
@@ -21,6 +23,7 @@ the checkpoints save.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -29,6 +32,21 @@ from torch.utils.data import Dataset, default_collate
 
 if TYPE_CHECKING:
     from slotssm.train.config import RunConfig
+
+
+@dataclass
+class ProbeOutput:
+    """What a task's `probe(model, batch)` returns for the health probes (tensors on any device, no grad).
+
+    slots (B, T, K, D); prediction (B, ...) the task's output; encoder_attention (B, [T,] K, M): the sequence
+    model's slot attention over its input tokens; decoder_attention (B, [T,] M, K): each output position's weights
+    over the slots (transformer decoder attention, spatial broadcast alpha masks). None where there is none.
+    """
+
+    slots: Tensor
+    prediction: Tensor
+    encoder_attention: Tensor | None = None
+    decoder_attention: Tensor | None = None
 
 
 class Task(abc.ABC):
@@ -73,6 +91,10 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def visualise(self, model: nn.Module, dataset: Dataset, out_dir: Path, *, device) -> list[Path]:
         """Write pictures of the model's behaviour on `dataset` into `out_dir`; return the files written."""
+
+    def probe(self, model: nn.Module, batch: dict):
+        """A `ProbeOutput` for `batch` (slots, prediction, encoder/decoder slot attention)."""
+        raise NotImplementedError(f"task {self.name!r} has no health probe")
 
     def reference_metrics(self, dataset: Dataset) -> dict[str, dict[str, float]]:
         """Metrics of model-free answers on `dataset` ({name: metrics}), the floor a trained model must clear.

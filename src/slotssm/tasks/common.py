@@ -42,7 +42,8 @@ class Preset:
     """A task preset: only what differs from the task's config defaults.
 
     data: fields of the task's config; model_preset: the model registry's preset; train: steps, batch_size, lr,
-    warmup and any other TrainConfig field; model: model-config overrides applied where the model has the field
+    warmup, optionally weight_decay, and any other TrainConfig field; model: model-config overrides applied where
+    the model has the field
     (e.g. a slot count, meaningless for a single-state model); token_width: the models' input_dim.
     """
 
@@ -66,7 +67,8 @@ class PresetTask(Task):
             raise ValueError(f"model: unknown name {model_name!r}; known models: {', '.join(list_models())}")
         p = cls.PRESETS[preset]
         tr = dict(p.train)
-        optim = OptimConfig(lr=tr.pop("lr"), warmup_steps=tr.pop("warmup"))
+        optim = OptimConfig(lr=tr.pop("lr"), warmup_steps=tr.pop("warmup"),
+                            **({"weight_decay": tr.pop("weight_decay")} if "weight_decay" in tr else {}))
         known = {f.name for f in dataclasses.fields(get_entry(model_name).config_cls)}
         extra = {k: v for k, v in p.model.items() if k in known}
         mcfg = model_config(model_name, p.model_preset, input_dim=p.token_width, **extra)

@@ -66,6 +66,10 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"
+    # > 0: stop after this many seconds of training (wall clock, this process), whatever `steps` says; the lr
+    # schedule then runs on max(step / steps, elapsed / time_limit_s), so it still decays to its end in time.
+    time_limit_s: float = 0.0
+    health: bool = True  # training-health probes every log_every steps (slotssm.train.health)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self):
@@ -77,6 +81,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"train.amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if not self.time_limit_s >= 0:
+            raise ValueError(f"train.time_limit_s must be >= 0 (0: no limit), got {self.time_limit_s}")
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,12 @@ def evaluate_model(task: Task, model: nn.Module, dataset: Dataset, *, batch_size
     return {k: float(v) for k, v in metrics.items()}
 
 
-def write_eval_json(run_dir, *, step: int, split: str, metrics: dict[str, float]) -> Path:
-    """Write `run_dir/eval.json` (val) or `run_dir/eval-<split>.json` atomically; returns the path."""
+def write_eval_json(run_dir, *, step: int, split: str, metrics: dict[str, float], health: dict | None = None) -> Path:
+    """Write `run_dir/eval.json` (val) or `run_dir/eval-<split>.json` atomically; returns the path.
+
+    `health`: the training-health summary (`slotssm.train.health.summarise`), stored under "health".
+    """
     path = Path(run_dir) / ("eval.json" if split == "val" else f"eval-{split}.json")
-    atomic_write_text(path, json.dumps({"step": step, "split": split, "metrics": metrics}, indent=2) + "\n")
+    record = {"step": step, "split": split, "metrics": metrics, **({"health": health} if health else {})}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return path

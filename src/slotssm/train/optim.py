@@ -1,8 +1,10 @@
 """AdamW with parameter groups: weight decay on weight matrices only.
 
-No decay on 1-D parameters (biases, norm gains), on the weights of normalisation and embedding layers, on
-parameters whose name says they are an embedding (learned positional embeddings, slot/CLS initialisations stored
-as bare parameters often are 2-D), and on any name the model lists in `no_weight_decay()` (the timm convention).
+No decay on 1-D parameters (biases, norm gains), on the parameters of normalisation and embedding layers, and on
+every parameter tagged with `slotssm.params.no_decay` where it is created: the SSM dynamics (A_log, D, dt_bias),
+slot/CLS starts, decoder queries, position tables and attention biases. Tags, not name fragments: a name filter
+missed A_log, D, the slot starts, the decoder queries, the position tables and PSB's rel_bias, and decayed them all.
+A model may also list parameter names in `no_weight_decay()` (the timm convention).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from slotssm.params import is_no_decay
 from slotssm.train.config import OptimConfig
 
 _NO_DECAY_MODULES = tuple(
@@ -17,7 +20,6 @@ _NO_DECAY_MODULES = tuple(
     for m in (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, getattr(nn, "RMSNorm", None))
     if m is not None  # nn.RMSNorm appeared in torch 2.4
 )
-_NO_DECAY_NAME_PARTS = ("embed", "pos_emb", "cls_token", "slot_init")
 
 
 def split_decay_params(model: nn.Module) -> tuple[list[str], list[str]]:
@@ -31,13 +33,7 @@ def split_decay_params(model: nn.Module) -> tuple[list[str], list[str]]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        leaf = name.rsplit(".", 1)[-1]
-        skip = (
-            p.ndim < 2
-            or id(p) in no_decay_ids
-            or name in explicit
-            or any(part in leaf for part in _NO_DECAY_NAME_PARTS)
-        )
+        skip = p.ndim < 2 or id(p) in no_decay_ids or name in explicit or is_no_decay(p)
         (no_decay if skip else decay).append(name)
     return decay, no_decay
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from slotssm.tasks.base import Task
 from slotssm.tasks.registry import get_task
 from slotssm.train import distributed as dist_utils
+from slotssm.train import health
 from slotssm.train.checkpoint import (
     LATEST,
     capture_rng_state,
@@ -47,14 +48,15 @@ from slotssm.train.config import (
 )
 from slotssm.train.distributed import DistContext
 from slotssm.train.evaluation import amp_dtype, autocast, evaluate_model, write_eval_json
-from slotssm.train.metrics_log import MetricsLogger
+from slotssm.train.metrics_log import MetricsLogger, read_metrics
 from slotssm.train.optim import build_optimizer
 from slotssm.train.sampler import DataPosition, ShardedBatchSampler
-from slotssm.train.schedule import build_scheduler
+from slotssm.train.schedule import build_scheduler, lr_multiplier
 
 # Settings a resumed run may change: they decide how long and how chatty the run is, not what it computes.
 RESUMABLE_KEYS = frozenset(
-    f"train.{k}" for k in ("steps", "log_every", "eval_every", "ckpt_every", "num_workers", "eval_batch_size", "device")
+    f"train.{k}" for k in ("steps", "log_every", "eval_every", "ckpt_every", "num_workers", "eval_batch_size", "device",
+                           "time_limit_s", "health")
 )
 
 
@@ -83,6 +85,10 @@ class _Run:
     data: DataPosition = field(default_factory=DataPosition)
     last_ckpt: tuple[Path, int] | None = None
     train_metrics: dict = field(default_factory=dict)
+    probe_batch: dict | None = None  # the fixed batch of the health probes (rank 0, when the task has a probe)
+    grad_norms: dict = field(default_factory=dict)  # per top-level module, at the last log step
+    health_warned: set = field(default_factory=set)
+    started: float = field(default_factory=time.perf_counter)
 
 
 def train(
@@ -145,6 +151,9 @@ def _prepare(config: RunConfig, out_dir: Path, data_dir: Path, *, resume, overri
     if resume:
         _restore(run, ckpt)
     run.logger = MetricsLogger(out_dir, enabled=ctx.is_main, resume_step=run.step if resume else None)
+    if ctx.is_main and config.train.health and type(task).probe is not Task.probe and len(val_set) >= 2:
+        items = [val_set[i] for i in range(min(health.PROBE_VIDEOS, len(val_set)))]
+        run.probe_batch = _to_device(task.collate(items), ctx.device)
     return run
 
 
@@ -230,6 +239,7 @@ def _loop(run: _Run, *, progress: bool) -> None:
     bar = tqdm(total=cfg.steps, initial=run.step, desc="train", disable=not show, dynamic_ncols=True)
     window = _Window()
     batches = iter(loader)
+    run.started = time.perf_counter()
     try:
         while run.step < cfg.steps:
             batch = _to_device(next(batches), run.ctx.device)
@@ -237,8 +247,16 @@ def _loop(run: _Run, *, progress: bool) -> None:
             run.data.advance(run.sampler.batches_per_epoch)
             run.step += 1
             bar.update(1)
-            if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+            out_of_time = _out_of_time(run)
+            if run.step % cfg.log_every == 0 or run.step == cfg.steps or out_of_time:
                 _log_train(run, window, bar)
+                _log_health(run, bar)
+            if out_of_time:
+                run.logger.log(run.step, "train", {"time_limit_reached": 1.0})
+                _checkpoint(run)
+                if show:
+                    bar.write(f"train: time limit of {cfg.time_limit_s:g} s reached at step {run.step}")
+                break
             if cfg.eval_every and run.step % cfg.eval_every == 0 and run.step < cfg.steps:
                 _evaluate_and_log(run, keep_rng=True)
             if run.step % cfg.ckpt_every == 0 or run.step == cfg.steps:
@@ -265,11 +283,49 @@ def _train_step(run: _Run, batch: dict, params: list[nn.Parameter]) -> tuple[flo
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
     if not math.isfinite(grad_norm) and not run.scaler.is_enabled():  # with fp16 the scaler skips such steps
         _diverged(run, "the gradient norm", grad_norm)
+    if run.probe_batch is not None and (run.step + 1) % run.config.train.log_every == 0:
+        run.grad_norms = health.grad_norms(run.model)  # before clipping: what the loss sends to each module
     lr = run.optimizer.param_groups[0]["lr"]
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
+    if run.config.train.time_limit_s > 0:
+        _time_schedule(run)
     return loss_value, lr, grad_norm, {k: _to_float(v) for k, v in logs.items()}
+
+
+def _out_of_time(run: _Run) -> bool:
+    """True when the run has a time limit and has used it (decided by rank 0, the same on every process)."""
+    limit = run.config.train.time_limit_s
+    if limit <= 0:
+        return False
+    return bool(dist_utils.broadcast_object(time.perf_counter() - run.started >= limit))
+
+
+def _time_schedule(run: _Run) -> None:
+    """With a time limit the lr follows max(step, elapsed fraction x steps): it decays fully by the deadline."""
+    cfg = run.config.train
+    by_time = int((time.perf_counter() - run.started) / cfg.time_limit_s * cfg.steps)
+    step = max(run.scheduler.last_epoch, by_time)
+    for group, base in zip(run.optimizer.param_groups, run.scheduler.base_lrs):
+        group["lr"] = base * lr_multiplier(step, warmup_steps=cfg.optim.warmup_steps, total_steps=cfg.steps,
+                                           min_lr_ratio=cfg.optim.min_lr_ratio)
+
+
+def _log_health(run: _Run, bar: tqdm) -> None:
+    """Rank 0: the health probes on the fixed batch (RNG untouched), logged; warnings after warm-up."""
+    if run.probe_batch is None:
+        return
+    with _rng_preserved():
+        values = {**health.measure(run.task, run.model, run.probe_batch), **run.grad_norms}
+    run.logger.log(run.step, "health", values)
+    if run.step <= run.config.train.optim.warmup_steps:
+        return
+    for text in health.warnings_for(values):
+        key = text.split(":")[0]
+        if key not in run.health_warned:  # once per run and condition: the curves hold the rest
+            run.health_warned.add(key)
+            bar.write(f"warning (step {run.step}): {text}")
 
 
 def _to_float(value) -> float:
@@ -372,5 +428,6 @@ def _checkpoint(run: _Run) -> None:
 def _finish(run: _Run) -> dict:
     metrics = _evaluate_and_log(run, keep_rng=False)
     if run.ctx.is_main:
-        write_eval_json(run.out_dir, step=run.step, split="val", metrics=metrics)
+        records = [r for r in read_metrics(run.logger.path) if r.get("split") == "health"]
+        write_eval_json(run.out_dir, step=run.step, split="val", metrics=metrics, health=health.summarise(records))
     return {"step": run.step, "train_loss": run.train_metrics.get("loss"), **metrics}

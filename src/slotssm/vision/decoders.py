@@ -17,6 +17,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from ..layers import TransformerLayer
+from ..params import no_decay
 from .encoders import SoftPositionEmbedding, sincos_2d
 
 __all__ = ["TransformerDecoder", "SpatialBroadcastDecoder"]
@@ -52,7 +53,7 @@ class TransformerDecoder(nn.Module):
         if grid is not None and grid[0] * grid[1] != num_patches:
             raise ValueError(f"grid: expected h * w == num_patches={num_patches}, got {tuple(grid)}")
         start = sincos_2d(*grid, d_model) if grid is not None else torch.randn(num_patches, d_model) * 0.02
-        self.queries = nn.Parameter(start)  # (M, D)
+        self.queries = no_decay(nn.Parameter(start))  # (M, D)
         self.layers = nn.ModuleList(
             TransformerLayer(d_model, num_heads, cross=True, d_context=self.d_slot, mlp_ratio=mlp_ratio)
             for _ in range(num_layers)
@@ -77,7 +78,7 @@ class TransformerDecoder(nn.Module):
 class SpatialBroadcastDecoder(nn.Module):
     """Spatial broadcast decoder (SAVi / paper Table 4): per-slot RGB and alpha, alpha soft-maxed over slots.
 
-    Each slot is broadcast to an `initial_size` grid, gets a soft position embedding, and goes through
+    Each slot is layer-normalised (Table 4's slot normalisation), broadcast to an `initial_size` grid, gets a soft position embedding, and goes through
     ConvTranspose2d(5x5, stride 2) + ReLU layers up to `resolution`, a Conv2d(5x5) + ReLU and a Conv2d(3x3) to
     `out_channels` + 1 (the alpha logit). If `resolution` < `image_size` the per-slot outputs are bilinearly
     upsampled, which keeps the decoder cheap on a CPU.
@@ -103,6 +104,7 @@ class SpatialBroadcastDecoder(nn.Module):
             raise ValueError(f"resolution: expected at most image_size={image_size}, got {resolution}")
         self.d_slot, self.image_size, self.out_channels = d_slot, image_size, out_channels
         self.initial_size, self.resolution = initial_size, resolution
+        self.norm = nn.LayerNorm(d_slot)  # paper Table 4 "Slot Normalization"
         self.pos = SoftPositionEmbedding(d_slot)
         layers: list[nn.Module] = []
         c_in = d_slot
@@ -115,7 +117,7 @@ class SpatialBroadcastDecoder(nn.Module):
     def forward(self, slots: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         s, lead = _check_slots(slots, self.d_slot)  # (B', K, Ds)
         K, g = s.shape[1], self.initial_size
-        x = self.pos(repeat(s, "b k d -> (b k) h w d", h=g, w=g))  # (B'*K, g, g, Ds)
+        x = self.pos(repeat(self.norm(s), "b k d -> (b k) h w d", h=g, w=g))  # (B'*K, g, g, Ds)
         out = self.net(rearrange(x, "n h w d -> n d h w"))  # (B'*K, C+1, r, r)
         if self.resolution != self.image_size:
             out = F.interpolate(out, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
