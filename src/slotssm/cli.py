@@ -1,4 +1,4 @@
-"""`slotssm` command line: data | train | eval | viz | bench | demo | reproduce.
+"""`slotssm` command line: data | train | eval | viz | list | demo | reproduce, and `slotssm --version`.
 
 Each command group lives next to the code it drives and exposes `add_parser(subparsers)`, which registers its
 sub-commands and sets `func(args) -> int` on the parsed namespace. This file only wires them together.
@@ -20,11 +20,36 @@ COMMAND_MODULES = (
 )
 
 
+def catalogue() -> str:
+    """The tasks with their presets, and the models with theirs: what `slotssm list` and `train --help` print."""
+    from slotssm.models import list_models, list_presets
+    from slotssm.tasks.registry import get_task, list_tasks
+
+    tasks = {name: get_task(name).presets for name in list_tasks()}
+    models = {name: list_presets(name) for name in list_models()}
+    width = max(map(len, [*tasks, *models])) + 2
+    lines = ["tasks (slotssm train TASK --preset P):"]
+    lines += [f"  {name:<{width}}{', '.join(presets)}" for name, presets in tasks.items()]
+    lines += ["models (--model NAME; each task picks the model preset that fits it):"]
+    lines += [f"  {name:<{width}}{', '.join(presets)}" for name, presets in models.items()]
+    return "\n".join(lines)
+
+
+def _cmd_list(args) -> int:
+    print(catalogue())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from slotssm import __version__
+
     parser = argparse.ArgumentParser(prog="slotssm", description="Slot State Space Models: data, training, evaluation.")
+    parser.add_argument("--version", action="version", version=f"slotssm {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
+    p = subparsers.add_parser("list", help="list tasks, models and presets", description="List tasks, models, presets.")
+    p.set_defaults(func=_cmd_list)
     return parser
 
 
@@ -39,9 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         tune_malloc()
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        # User errors get one clear line, not a traceback.
-        print(f"slotssm {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        # User errors (bad values, paths that are not directories or not writable) get one clear line, not a
+        # traceback; SLOTSSM_TRACEBACK=1 shows it.
+        if os.environ.get("SLOTSSM_TRACEBACK"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"slotssm {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -41,12 +41,33 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from slotssm.data.store import generate_to_dir
 
     params = parse_sets(args.set)
+    _check_out(args)
     manifest = generate_to_dir(
         args.name, args.out, args.num, args.seed, batch_size=args.batch_size, progress=not args.quiet, **params
     )
     total = sum((Path(args.out) / e["file"]).stat().st_size for e in manifest["arrays"].values())
     print(f"wrote {args.num} {args.name} videos to {args.out} ({total / 2**20:.1f} MiB, manifest.json)")
     return 0
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse to overwrite: --out must be new, empty, or (with --force) anything but a file."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        what = "a dataset" if (out / "manifest.json").is_file() else "files"
+        raise ValueError(f"--out {out}: already holds {what}; pass --force to overwrite it, or choose another --out")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -94,11 +115,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     gen = sub.add_parser("generate", help="generate a synthetic dataset into a directory")
     gen.add_argument("name", help="generator name (see `slotssm data list`)")
-    gen.add_argument("--num", type=int, required=True, help="number of videos")
-    gen.add_argument("--out", required=True, help="output directory")
+    gen.add_argument("--num", type=_positive_int, required=True, help="number of videos (>= 1)")
+    gen.add_argument("--out", required=True, help="output directory (new or empty, unless --force)")
+    gen.add_argument("--force", action="store_true", help="overwrite what --out holds")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--set", action="append", metavar="PARAM=VALUE", help="override a generator parameter")
-    gen.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: automatic)")
+    gen.add_argument("--batch-size", type=_positive_int, default=None, help="videos per batch (default: automatic)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_cmd_generate)
 

@@ -1,35 +1,67 @@
 """Commands `slotssm train`, `slotssm eval` and `slotssm viz`.
 
-    slotssm train TASK --model NAME [--preset small] [--set k=v ...] --out DIR [--data-dir DIR] [--resume]
+    slotssm train TASK --model NAME [--preset small] [--set k=v ...] --out DIR [--data-dir DIR] [--device D] [--resume]
     slotssm eval RUN_DIR [--split val|train] [--data-dir DIR] [--batch-size N] [--device auto]
     slotssm viz RUN_DIR [--data-dir DIR] [--split val|train] [--device auto]   -> RUN_DIR/viz, RUN_DIR/viz/curves
 
 `torchrun --nproc_per_node N -m slotssm train ...` trains data-parallel (see train/distributed.py). A bad task, model,
 preset or --set key raises ValueError, which `slotssm.cli.main` prints as one line with exit code 2; a diverged
-run (NaN/Inf loss) exits with code 1.
+run (NaN/Inf loss) exits with code 1. Every value is checked before the run directory is written: the config
+builds the model (on the meta device, no memory), the scan implementation exists on the device, --out and
+--data-dir are directories or can become ones.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 DEFAULT_DATA_DIR = os.environ.get("SLOTSSM_DATA_DIR", "data")
+# Chosen by the TASK argument, --model and --preset; a --set of them would record one thing and run another.
+NOT_SETTABLE = {"task": "TASK", "model_name": "--model", "preset": "--preset"}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
+
+
+def _with_catalogue(parser) -> None:
+    """`--help` ends with the tasks, models and presets (listed when asked: building it imports every task)."""
+    format_help = parser.format_help
+
+    def with_list():
+        from slotssm.cli import catalogue
+
+        parser.epilog = catalogue()
+        return format_help()
+
+    parser.format_help = with_list
 
 
 def add_parser(subparsers) -> None:
     """Register `train`, `eval` and `viz` on the `slotssm` command's sub-parsers."""
-    p = subparsers.add_parser("train", help="train a model on a task", description="Train MODEL on TASK.")
-    p.add_argument("task", metavar="TASK", help="task name (slotssm.tasks.list_tasks())")
-    p.add_argument("--model", required=True, help="sequence model name, checked by the task")
+    p = subparsers.add_parser("train", help="train a model on a task", description="Train MODEL on TASK.",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    _with_catalogue(p)
+    p.add_argument("task", metavar="TASK", help="task name (listed below; `slotssm list`)")
+    p.add_argument("--model", required=True, help="sequence model name (listed below), checked by the task")
     p.add_argument("--preset", default=None, help="tiny, small or paper (default: small; with --resume the run's own)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.optim.lr=1e-3 (repeatable)")  # fmt: skip
     p.add_argument("--out", required=True, type=Path, help="run directory (config, logs, checkpoints)")
     p.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR),
                    help="where datasets are cached (default: $SLOTSSM_DATA_DIR or ./data)")  # fmt: skip
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (same as --set train.device=...)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
@@ -38,7 +70,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", type=Path)
     p.add_argument("--split", choices=("val", "train"), default="val")
     p.add_argument("--data-dir", type=Path, default=None, help="default: the run's own data directory")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the run's train.eval_batch_size")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the run's train.eval_batch_size")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=run_eval)
 
@@ -56,6 +88,13 @@ def run_train(args) -> int:
     from slotssm.train.trainer import TrainingDivergedError, train
 
     task_cls = get_task(args.task)
+    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device is not None else [])
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key in NOT_SETTABLE:
+            raise ValueError(f"--set {item}: {key} is chosen by {NOT_SETTABLE[key]}, not by --set")
+    _check_dir("--out", args.out)
+    _check_dir("--data-dir", args.data_dir)
     if args.resume and (args.out / "config.json").is_file():
         # Continue from the run's own resolved config; --set may then change what a resume allows (train.steps...).
         base = load_run_config(args.out)
@@ -67,11 +106,12 @@ def run_train(args) -> int:
         preset = args.preset or "small"
         task_cls.check_preset(preset)
         base = task_cls.default_config(preset, args.model)
-    config = apply_overrides(base, args.overrides)
+    config = apply_overrides(base, overrides)
+    check_buildable(config, args.data_dir)
     try:
         metrics = train(
             config, args.out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress,
-            overrides=args.overrides,
+            overrides=overrides,
         )  # fmt: skip
     except TrainingDivergedError as err:
         print(f"slotssm train: {err}", file=sys.stderr)
@@ -79,6 +119,46 @@ def run_train(args) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(metrics, indent=2))
     return 0
+
+
+def _check_dir(flag: str, path: Path) -> None:
+    """`path` is a directory, or can be made one: no existing file on it or on a parent."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is" if p == path else f"has a parent {p} that is"
+                raise ValueError(f"{flag} {path}: {what} a file, not a directory")
+            if not os.access(p, os.W_OK):
+                raise ValueError(f"{flag} {path}: {p} is not writable")
+            return
+
+
+def check_buildable(config, data_dir) -> None:
+    """Every value of `config` works before anything is written: the device exists, the task builds its model
+    (on the meta device: shapes only, no memory), and the scan implementation it asks for runs on that device."""
+    import torch
+
+    from slotssm.ssm import Mamba, Mamba2
+    from slotssm.ssm.kernels import resolve_impl
+    from slotssm.tasks.registry import get_task
+    from slotssm.train.distributed import resolve_device
+
+    device = resolve_device(config.train.device)
+    try:
+        with torch.device("meta"):
+            model = get_task(config.task)(config, data_dir).build_model()
+    except ValueError:
+        raise
+    except (RuntimeError, TypeError, ZeroDivisionError) as err:
+        detail = " ".join(str(err).split())[:200]
+        raise ValueError(f"model: {config.model_name} does not build with this config ({detail}); "
+                         f"check the --set model.* values") from None
+    for module in model.modules():
+        if isinstance(module, (Mamba, Mamba2)):
+            try:
+                resolve_impl("selective_scan" if isinstance(module, Mamba) else "ssd_scan", module.impl, device)
+            except ValueError as err:
+                raise ValueError(f"model.impl: {str(err).removeprefix('impl: ')}") from None
 
 
 def _load(args):
