@@ -1,6 +1,7 @@
-"""`slotssm data ...`: generate | info | list.
+"""`slotssm data ...`: generate | import | info | list.
 
     slotssm data generate NAME --num N --out DIR [--seed S] [--set param=value ...] [--batch-size B]
+    slotssm data import SRC --out DIR [--size S] [--frames T] [--resize crop|stretch]
     slotssm data info DIR [--png PATH] [--video I] [--verify]
     slotssm data list
 """
@@ -47,6 +48,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
     total = sum((Path(args.out) / e["file"]).stat().st_size for e in manifest["arrays"].values())
     print(f"wrote {args.num} {args.name} videos to {args.out} ({total / 2**20:.1f} MiB, manifest.json)")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from slotssm.data.importer import import_videos
+
+    manifest = import_videos(args.src, args.out, size=args.size, frames=args.frames, resize=args.resize,
+                             progress=not args.quiet)
+    entry = manifest["arrays"]["video"]
+    total = (Path(args.out) / entry["file"]).stat().st_size
+    print(f"imported {manifest['num_videos']} videos of {manifest['params']['frames']} frames at "
+          f"{args.size}x{args.size} into {args.out} ({total / 2**20:.1f} MiB, manifest.json); train on it with "
+          f"--set data.source=folder --set data.root={args.out}")
     return 0
 
 
@@ -109,8 +123,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register the `data` command group with its generate, info and list sub-commands."""
-    data = subparsers.add_parser("data", help="generate, inspect and list datasets")
+    """Register the `data` command group with its generate, import, info and list sub-commands."""
+    data = subparsers.add_parser("data", help="generate, import, inspect and list datasets")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
 
     gen = sub.add_parser("generate", help="generate a synthetic dataset into a directory")
@@ -123,6 +137,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--batch-size", type=_positive_int, default=None, help="videos per batch (default: automatic)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_cmd_generate)
+
+    imp = sub.add_parser("import", help="import a folder of videos or frame folders into a dataset directory",
+                         description="Decode every video under SRC (mp4, avi, mkv, webm, gif, npy, or folders of "
+                         "PNG/JPEG frames), fit its first T frames to SxS and store them with a manifest.")
+    imp.add_argument("src", metavar="SRC", help="folder of videos and/or frame folders (searched recursively)")
+    imp.add_argument("--out", required=True, help="new dataset directory (refused if it exists and is not empty)")
+    imp.add_argument("--size", type=int, default=64, help="frame side S in pixels (default 64)")
+    imp.add_argument("--frames", type=int, default=None, help="frames T per video (default: the shortest video)")
+    imp.add_argument("--resize", choices=("crop", "stretch"), default="crop",
+                     help="crop: the central square, stretch: the whole frame (default crop)")
+    imp.add_argument("--quiet", action="store_true", help="no progress bars")
+    imp.set_defaults(func=_cmd_import)
 
     info = sub.add_parser("info", help="print a dataset's manifest and save a PNG preview")
     info.add_argument("dir", help="dataset directory")

@@ -23,7 +23,9 @@ import numpy as np
 from slotssm import __version__
 from slotssm.data.registry import generate, get_spec, params_to_json, resolve_params
 
-__all__ = ["MANIFEST", "save", "load", "read_manifest", "generate_to_dir", "get_or_generate", "sha256_file"]
+__all__ = [
+    "MANIFEST", "save", "load", "read_manifest", "generate_to_dir", "get_or_generate", "sha256_file", "StoreWriter",
+]
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -244,3 +246,63 @@ def get_or_generate(
         return load(root, verify=verify)
     generate_to_dir(name, root, num_videos, seed, batch_size=batch_size, progress=progress, **params)
     return load(root)
+
+
+class StoreWriter:
+    """Write a dataset item by item into <root>/<key>.npy (memory-mapped), then its manifest: for real videos.
+
+        writer = StoreWriter(root, num_videos, dims={"video": ("video", "time", "height", "width", "rgb")})
+        for i, item in enumerate(items):       # item: {key: array of one video}, the same shapes for every video
+            writer.write(i, item)
+        manifest = writer.close({"generator": "import", "params": {...}, "seed": 0, "images": ["video"]})
+
+    Every key of the first item must be in `dims`, and every later item must have the same keys, shapes and dtypes
+    (an error naming the key otherwise). Files are written under temporary names; `close` renames them and writes
+    the manifest last, so a directory with a manifest is complete. `abort` removes the temporary files.
+    """
+
+    def __init__(self, root: str | Path, num_videos: int, dims: dict[str, tuple[str, ...]]):
+        if num_videos < 1:
+            raise ValueError(f"num_videos: expected >= 1, got {num_videos}")
+        self.root, self.num_videos, self.dims = Path(root), int(num_videos), dict(dims)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / MANIFEST).unlink(missing_ok=True)
+        self._outs: dict[str, np.ndarray] = {}
+
+    def write(self, index: int, item: dict[str, np.ndarray]) -> None:
+        if not self._outs:
+            for key, arr in item.items():
+                if key not in self.dims:
+                    raise ValueError(f"StoreWriter: key {key!r} has no dims; known: {', '.join(self.dims)}")
+                arr = np.asarray(arr)
+                self._outs[key] = np.lib.format.open_memmap(
+                    self.root / f".{key}.npy.tmp", mode="w+", dtype=arr.dtype, shape=(self.num_videos, *arr.shape))
+        if set(item) != set(self._outs):
+            raise ValueError(f"StoreWriter: video {index} has keys {sorted(item)}, the first had {sorted(self._outs)}")
+        for key, arr in item.items():
+            out, arr = self._outs[key], np.asarray(arr)
+            if arr.shape != out.shape[1:] or arr.dtype != out.dtype:
+                raise ValueError(f"StoreWriter: video {index} has {key} {arr.dtype} {arr.shape}, "
+                                 f"the first had {out.dtype} {out.shape[1:]}")
+            out[index] = arr
+
+    def close(self, manifest_meta: dict[str, Any]) -> dict[str, Any]:
+        """Rename the files into place and write the manifest (num_videos, arrays and format added); return it."""
+        entries = {}
+        for key, arr in self._outs.items():
+            arr.flush()
+            shape, dtype = arr.shape, arr.dtype
+            del arr
+            os.replace(self.root / f".{key}.npy.tmp", self.root / f"{key}.npy")
+            entries[key] = _entry(self.root / f"{key}.npy", shape, dtype, list(self.dims[key]))
+        self._outs.clear()
+        manifest = {"format": FORMAT, **manifest_meta, "num_videos": self.num_videos,
+                    "slotssm_version": __version__, "arrays": entries}
+        _write_json(self.root / MANIFEST, manifest)
+        return manifest
+
+    def abort(self) -> None:
+        """Drop what was written (the temporary files); the directory keeps no manifest."""
+        for key in list(self._outs):
+            del self._outs[key]
+            (self.root / f".{key}.npy.tmp").unlink(missing_ok=True)

@@ -3,8 +3,8 @@
 Legend (docs/architecture.md): B batch, T time, K slots, M tokens per frame, D model width, H heads, P head width,
 E expanded SSM channels, N SSM state size. Here H, W are image height and width in pixels.
 
-Expected layout (the official release, with the videos converted to frames or .npy unless imageio has a video
-plugin)::
+Expected layout (the official release; .avi files are decoded with PyAV, from ``slotssm[datasets]``; frame
+folders and .npy arrays need nothing more)::
 
     <root>/videos/<name>.npy | <name>/00000.png ... | <name>.avi      (T, H, W, 3) uint8
     <root>/lists/localize/<split>.txt                                  one video per line: "<name>.avi <label>"
@@ -53,6 +53,7 @@ class CaterDataset(Dataset):
 
     frame_indices: frames to keep (a sequence or ``f(num_frames) -> indices``, e.g. the paper's protocols
     `sample_frames_train` / `sample_frames_eval`); transform: applied to the item dict last.
+    check: find every listed video when opening (a list entry without its video is an error naming both).
     """
 
     def __init__(
@@ -61,17 +62,42 @@ class CaterDataset(Dataset):
         split: str = "train",
         frame_indices: Sequence[int] | Callable[[int], Sequence[int]] | None = None,
         transform: Callable[[dict[str, Any]], Any] | None = None,
+        check: bool = False,
     ):
         self.root = Path(root)
-        self.items = read_list(self.root / "lists" / "localize" / f"{split}.txt")
+        self.list_file = self.root / "lists" / "localize" / f"{split}.txt"
+        self.items = read_list(self.list_file)
+        if not self.items:
+            raise ValueError(f"{self.list_file}: no videos listed")
         self.frame_indices, self.transform = frame_indices, transform
+        self._paths: dict[int, Path] = {}
+        if check:
+            for i, (name, _) in enumerate(self.items):
+                try:
+                    self._paths[i] = find_video(self.root / "videos", name)
+                except FileNotFoundError as err:
+                    raise FileNotFoundError(f"{self.list_file} lists {name}, which is missing: {err}") from None
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def path(self, index: int) -> Path:
+        """The video file or frame folder of item `index`."""
+        if index not in self._paths:
+            self._paths[index] = find_video(self.root / "videos", self.items[index][0])
+        return self._paths[index]
+
+    def describe(self, index: int) -> str:
+        """Where item `index` comes from (for error messages)."""
+        return str(self.path(index))
+
+    def read(self, index: int) -> dict[str, np.ndarray]:
+        """Item `index` as numpy arrays (all frames): video (T, H, W, 3) uint8, label () int64."""
+        return {"video": read_video(self.path(index)), "label": np.asarray(self.items[index][1], np.int64)}
+
     def __getitem__(self, index: int) -> Any:
         name, label = self.items[index]
-        video = read_video(find_video(self.root / "videos", name))
+        video = read_video(self.path(index))
         idx = self.frame_indices(len(video)) if callable(self.frame_indices) else self.frame_indices
         item = {"video": to_tensor(select_frames(video, idx)), "label": to_tensor(np.asarray(label, np.int64))}
         return self.transform(item) if self.transform is not None else item

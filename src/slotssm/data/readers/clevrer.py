@@ -3,8 +3,8 @@
 Legend (docs/architecture.md): B batch, T time, K slots, M tokens per frame, D model width, H heads, P head width,
 E expanded SSM channels, N SSM state size. Here H, W are image height and width in pixels, K object slots.
 
-Expected layout (the official zips unpacked; videos converted to frames or .npy unless imageio has a video
-plugin; sub-folders such as ``video_00000-01000/`` are searched recursively)::
+Expected layout (the official zips unpacked; .mp4 files are decoded with PyAV, from ``slotssm[datasets]``;
+sub-folders such as ``video_00000-01000/`` are searched recursively)::
 
     <root>/video_<split>/**/video_00000.npy | video_00000/00000.png ... | video_00000.mp4
     <root>/annotation_<split>/**/annotation_00000.json     optional (absent for the test split)
@@ -118,12 +118,22 @@ class ClevrerDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> Any:
+    def describe(self, index: int) -> str:
+        """Where item `index` comes from (for error messages)."""
+        return str(self.videos[self.indices[index]])
+
+    def read(self, index: int) -> dict[str, np.ndarray]:
+        """Item `index` as numpy arrays (all frames; the annotation's keys too when annotations=True)."""
         i = self.indices[index]
         video = read_video(self.videos[i])
         item: dict[str, np.ndarray] = {"video": video}
         if self.annotations:
             item.update(parse_annotation(self.annotations[i], len(video), self.max_objects))
+        return item
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.read(index)
+        video = item["video"]
         idx = self.frame_indices(len(video)) if callable(self.frame_indices) else self.frame_indices
         for key in ("video", "positions", "visibility"):
             if key in item:

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from slotssm.data.dataset import to_tensor
 from slotssm.data.readers.common import pad_objects, read_video, select_frames
 
-__all__ = ["MoviDataset"]
+__all__ = ["MoviDataset", "movi_item"]
 
 
 class MoviDataset(Dataset):
@@ -71,39 +71,11 @@ class MoviDataset(Dataset):
             raise ValueError(f"{seg_path}: segmentations {seg.shape} do not match the video {video.shape[:3]}")
         meta_path = folder / "metadata.json"
         instances = json.loads(meta_path.read_text()).get("instances", []) if meta_path.exists() else []
-        k, (t, h, w) = self.max_objects, seg.shape
-        num = len(instances) if instances else int(seg.max())
-        if num > k or int(seg.max()) > k:
-            raise ValueError(f"{folder}: {max(num, int(seg.max()))} objects, more than max_objects={k}")
+        return movi_item(video, seg, instances, self.max_objects, folder)
 
-        def field(name: str, fill: Any) -> list:
-            return [inst.get(name, fill) for inst in instances]
-
-        labels = np.arange(1, k + 1)
-        masks = seg[..., None] == labels  # (T, H, W, K)
-        visibility = masks.any(axis=(1, 2))  # (T, K)
-        if instances and all("image_positions" in inst for inst in instances):
-            pos = np.asarray(field("image_positions", None), dtype=np.float64).transpose(1, 0, 2) * (w, h)  # (T, k', 2)
-            positions = np.zeros((t, k, 2))
-            positions[:, : len(instances)] = pos
-        else:  # centroid of each mask
-            count = np.maximum(masks.sum(axis=(1, 2)), 1)  # (T, K)
-            ys, xs = np.mgrid[0:h, 0:w] + 0.5
-            positions = np.stack(
-                [np.einsum("thwk,hw->tk", masks, xs) / count, np.einsum("thwk,hw->tk", masks, ys) / count], -1
-            )
-        color = [np.rint(np.asarray(c) * 255) if c is not None else (0, 0, 0) for c in field("color", None)]
-        return {
-            "video": video,
-            "segmentations": seg,
-            "shape": pad_objects(field("shape_label", -1), k, -1, np.int64),
-            "color_id": pad_objects(field("color_label", -1), k, -1, np.int64),
-            "size": pad_objects(field("size_label", -1), k, -1, np.int64),
-            "color": pad_objects(color, k, 0, np.uint8, (3,)),
-            "positions": positions.astype(np.float32),
-            "visibility": visibility,
-            "num_objects": np.int64(num),
-        }
+    def describe(self, index: int) -> str:
+        """Where item `index` comes from (for error messages)."""
+        return str(self.videos[index])
 
     def __getitem__(self, index: int) -> Any:
         item = self.read(index)
@@ -112,3 +84,43 @@ class MoviDataset(Dataset):
             item[key] = select_frames(item[key], idx)
         out = {key: to_tensor(np.asarray(v)) for key, v in item.items()}
         return self.transform(out) if self.transform is not None else out
+
+
+def movi_item(video: np.ndarray, seg: np.ndarray, instances: list[dict], k: int, where) -> dict[str, np.ndarray]:
+    """Frames, masks and per-instance TFDS features -> the keys of the module docstring.
+
+    video (T, H, W, 3) uint8; seg (T, H, W) uint8 with 0 background and i + 1 for instance i; instances: one dict
+    per instance with any of "shape_label", "color_label", "size_label", "color", "image_positions" (T, 2).
+    """
+    t, h, w = seg.shape
+    num = len(instances) if instances else int(seg.max())
+    if num > k or int(seg.max()) > k:
+        raise ValueError(f"{where}: {max(num, int(seg.max()))} objects, more than max_objects={k}")
+
+    def field(name: str, fill: Any) -> list:
+        return [inst.get(name, fill) for inst in instances]
+
+    masks = seg[..., None] == np.arange(1, k + 1)  # (T, H, W, K)
+    visibility = masks.any(axis=(1, 2))  # (T, K)
+    if instances and all("image_positions" in inst for inst in instances):
+        pos = np.asarray(field("image_positions", None), dtype=np.float64).reshape(len(instances), t, 2)
+        positions = np.zeros((t, k, 2))
+        positions[:, : len(instances)] = pos.transpose(1, 0, 2) * (w, h)  # (T, k', 2) pixels
+    else:  # centroid of each mask
+        count = np.maximum(masks.sum(axis=(1, 2)), 1)  # (T, K)
+        ys, xs = np.mgrid[0:h, 0:w] + 0.5
+        positions = np.stack(
+            [np.einsum("thwk,hw->tk", masks, xs) / count, np.einsum("thwk,hw->tk", masks, ys) / count], -1
+        )
+    color = [np.rint(np.asarray(c) * 255) if c is not None else (0, 0, 0) for c in field("color", None)]
+    return {
+        "video": video,
+        "segmentations": seg,
+        "shape": pad_objects(field("shape_label", -1), k, -1, np.int64),
+        "color_id": pad_objects(field("color_label", -1), k, -1, np.int64),
+        "size": pad_objects(field("size_label", -1), k, -1, np.int64),
+        "color": pad_objects(color, k, 0, np.uint8, (3,)),
+        "positions": positions.astype(np.float32),
+        "visibility": visibility,
+        "num_objects": np.int64(num),
+    }
