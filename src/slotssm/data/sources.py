@@ -18,7 +18,7 @@ grey levels (BT.601 luma) because its decoder predicts one grey level per pixel.
 
 A reader source is converted once into a store under the run's data directory (``<data_dir>/<source>-<split>-
 <digest>``), which training, ``slotssm eval`` and ``slotssm viz`` then memory-map. Its manifest records a
-fingerprint of the source files (names, sizes, modification times): a source that changed later is an error
+fingerprint of the split's source files (names, sizes, modification times): a source that changed later is an error
 naming the cache to remove, never a silently stale or silently rebuilt dataset.
 """
 
@@ -147,22 +147,36 @@ def fit_item(item: dict[str, np.ndarray], req: SplitRequest, resize: str, where:
         out["frames"] = to_grey(out.pop("video"))
     if not req.grey and "frames" in out and "video" in req.keys:
         out["video"] = np.repeat(out.pop("frames")[..., None], 3, axis=-1)
-    return {k: np.ascontiguousarray(v) for k, v in out.items() if k in req.keys}
+    return {k: np.asarray(v, order="C") for k, v in out.items() if k in req.keys}  # (ascontiguousarray makes 0-d 1-d)
 
 
-def _fingerprint(root: Path, skip: Path | None) -> str:
-    """sha1 of (relative path, size, mtime) of every file under `root` (or of the file), `skip`'s subtree left out."""
+def _split_files(source: str, root: Path, split: str) -> list[Path]:
+    """The files and folders a split of `source` is read from (what its cache's fingerprint covers)."""
+    if source == "movi":
+        from slotssm.data.readers.movi_tfds import find_shards
+
+        return find_shards(root, split) or [root / split]
+    if source == "cater":
+        return [root / "lists" / "localize" / f"{split}.txt", root / "videos"]
+    if source == "clevrer":
+        return [root / f"video_{split}"]
+    return [root]  # one HDF5 file holds every split
+
+
+def _fingerprint(paths: list[Path], skip: Path | None) -> str:
+    """sha1 of (path, size, mtime) of every file in `paths` (folders walked), `skip`'s subtree left out."""
     rows = []
-    if root.is_file():
-        st = root.stat()
-        rows.append(f"{root.name}\t{st.st_size}\t{st.st_mtime_ns}")
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        if skip is not None:
-            dirnames[:] = [d for d in dirnames if (here / d).resolve() != skip]
-        for name in filenames:
-            st = (here / name).stat()
-            rows.append(f"{(here / name).relative_to(root)}\t{st.st_size}\t{st.st_mtime_ns}")
+    for top in paths:
+        if top.is_file():
+            st = top.stat()
+            rows.append(f"{top}\t{st.st_size}\t{st.st_mtime_ns}")
+        for dirpath, dirnames, filenames in os.walk(top):
+            here = Path(dirpath)
+            if skip is not None:
+                dirnames[:] = [d for d in dirnames if (here / d).resolve() != skip]
+            for name in filenames:
+                st = (here / name).stat()
+                rows.append(f"{here / name}\t{st.st_size}\t{st.st_mtime_ns}")
     return hashlib.sha1("\n".join(sorted(rows)).encode()).hexdigest()
 
 
@@ -178,7 +192,7 @@ def _cached_split(source, root, split, req, resize, max_objects, data_dir):
               "max_objects": max_objects, "cache_version": CACHE_VERSION}
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     cache = data_dir / f"{source}-{split}-{digest}"
-    fingerprint = _fingerprint(root, skip=data_dir.resolve())
+    fingerprint = _fingerprint(_split_files(source, root, split), skip=data_dir.resolve())
     if (cache / MANIFEST).is_file():
         have = read_manifest(cache).get("params", {})
         if have.get("fingerprint") != fingerprint:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from slotssm.data import patchify
 from slotssm.params import no_decay
+from slotssm.data.sources import check_source
 from slotssm.tasks.common import (
     VAL_SEED_OFFSET, Preset, PresetTask, TaskModel, batch_iter, build_sequence_model, generated_split, mean_dict,
     to_device,
@@ -47,8 +48,11 @@ class BlinkingBallsConfig:
     decoder_width: int = 64
     decoder_heads: int = 4
     decoder_layers: int = 3
+    source: str = "generated"  # the only source: targets come from the generator's colour log (docs/data.md)
+    root: str = ""
 
     def __post_init__(self):
+        check_source("blinking_balls", self.source, "crop", self.root)
         if self.image_size % self.patch:
             raise ValueError(f"patch: must divide image_size={self.image_size}, got {self.patch}")
         if self.rule not in ("earliest", "most_frequent"):

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from slotssm import metrics
 from slotssm.layers import TransformerLayer
 from slotssm.params import no_decay
+from slotssm.data.sources import SplitRequest, check_source, source_splits
 from slotssm.tasks.common import (
     VAL_SEED_OFFSET, Preset, PresetTask, TaskModel, batch_iter, build_sequence_model, generated_split, to_device,
     to_float_frames,
@@ -53,8 +54,12 @@ class SnitchConfig:
     predictor_heads: int = 4
     decoder_hidden: int = 32
     decoder_resolution: int = 32  # pre-training decodes at this size, upsampled to image_size (saves CPU time)
+    source: str = "generated"  # or a reader (cater) of real data, read from `root` (slotssm.data.sources, docs/data.md)
+    root: str = ""  # the dataset's path when source is a reader
+    resize: str = "crop"  # real frames to image_size: "crop" (central square) or "stretch" (whole frame)
 
     def __post_init__(self):
+        check_source("snitch_localization", self.source, self.resize)
         if self.objective not in ("classify", "reconstruct"):
             raise ValueError(f"objective: expected 'classify' or 'reconstruct', got {self.objective!r}")
         if not 1 <= self.segments <= self.num_frames:
@@ -124,6 +129,9 @@ class SnitchLocalization(PresetTask):
 
     def datasets(self):
         d = self.config.data
+        if d.source != "generated" or d.root:
+            req = SplitRequest(("video", "label"), d.num_frames, "data.num_frames", d.image_size)
+            return source_splits(self.name, d, self.data_dir, req, req)
         params = dict(num_frames=d.num_frames, image_size=d.image_size)
         keys = ["video", "label"]
         return (generated_split(self.data_dir, "snitch", params, d.num_train, d.seed, keys=keys),

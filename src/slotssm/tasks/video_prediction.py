@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from slotssm.data.sources import SplitRequest, check_source, source_splits
 from slotssm.tasks.common import (
     VAL_SEED_OFFSET, Preset, PresetTask, TaskModel, batch_iter, build_sequence_model, generated_split, to_device,
     to_float_frames,
@@ -42,8 +43,12 @@ class VideoPredictionConfig:
     decoder_width: int = 64
     decoder_heads: int = 4
     decoder_layers: int = 3
+    source: str = "generated"  # or a reader (bouncing_balls_h5, clevrer, folder) of real data, read from `root` (slotssm.data.sources, docs/data.md)
+    root: str = ""  # the dataset's path when source is a reader
+    resize: str = "crop"  # real frames to image_size: "crop" (central square) or "stretch" (whole frame)
 
     def __post_init__(self):
+        check_source("video_prediction", self.source, self.resize)
         if self.image_size % self.patch:
             raise ValueError(f"patch: must divide image_size={self.image_size}, got {self.patch}")
         if self.context < 1 or self.rollout < 1 or self.train_frames < 2:
@@ -90,6 +95,11 @@ class VideoPrediction(PresetTask):
 
     def datasets(self):
         d = self.config.data
+        if d.source != "generated" or d.root:
+            return source_splits(self.name, d, self.data_dir,
+                                 SplitRequest(("frames",), d.train_frames, "data.train_frames", d.image_size, grey=True),
+                                 SplitRequest(("frames",), d.context + d.rollout, "data.context + data.rollout",
+                                              d.image_size, grey=True))
         params = dict(num_objects=d.num_objects, image_size=d.image_size)
         train = generated_split(self.data_dir, "bouncing_balls", {**params, "num_frames": d.train_frames},
                                 d.num_train, d.seed, keys=["frames"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -43,6 +44,17 @@ def evaluate_model(task: Task, model: nn.Module, dataset: Dataset, *, batch_size
     return {k: float(v) for k, v in metrics.items()}
 
 
+def json_safe(value):
+    """`value` with every NaN/Inf float replaced by None, so that json.dumps writes valid JSON (null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_eval_json(run_dir, *, step: int, split: str, metrics: dict[str, float], health: dict | None = None) -> Path:
     """Write `run_dir/eval.json` (val) or `run_dir/eval-<split>.json` atomically; returns the path.
 
@@ -50,5 +62,5 @@ def write_eval_json(run_dir, *, step: int, split: str, metrics: dict[str, float]
     """
     path = Path(run_dir) / ("eval.json" if split == "val" else f"eval-{split}.json")
     record = {"step": step, "split": split, "metrics": metrics, **({"health": health} if health else {})}
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")  # NaN -> null
     return path

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -32,12 +33,15 @@ from slotssm.train import health
 from slotssm.train.checkpoint import (
     LATEST,
     capture_rng_state,
+    clear_divergence,
     find_checkpoint,
+    find_valid_checkpoint,
     load_model_weights,
     load_trainer_state,
+    read_divergence,
     restore_rng_state,
     save_checkpoint,
-    verify_checkpoint,
+    write_divergence,
 )
 from slotssm.train.config import (
     RunConfig,
@@ -53,6 +57,8 @@ from slotssm.train.optim import build_optimizer
 from slotssm.train.sampler import DataPosition, ShardedBatchSampler
 from slotssm.train.schedule import build_scheduler, lr_multiplier
 
+# After a divergence (NaN/Inf), a resume may also change these, and must change one: the same settings repeat it.
+AFTER_DIVERGENCE_KEYS = frozenset({"train.optim.lr", "train.optim.grad_clip", "train.optim.warmup_steps"})
 # Settings a resumed run may change: they decide how long and how chatty the run is, not what it computes.
 RESUMABLE_KEYS = frozenset(
     f"train.{k}" for k in ("steps", "log_every", "eval_every", "ckpt_every", "num_workers", "eval_batch_size", "device",
@@ -124,10 +130,12 @@ def _prepare(config: RunConfig, out_dir: Path, data_dir: Path, *, resume, overri
     dtype = amp_dtype(config.train.amp, ctx.device)
     ckpt = find_checkpoint(out_dir)
     if resume:
-        if ckpt is None:
+        if ckpt is None and not (out_dir / "config.json").is_file():
             raise FileNotFoundError(f"cannot resume: no checkpoint in {out_dir}")
-        _check_resumable(load_run_config(out_dir), config, out_dir)
+        _check_resumable(load_run_config(out_dir), config, out_dir, read_divergence(out_dir), say=ctx.is_main)
         overrides = read_config_file(out_dir).get("overrides", []) + overrides
+        if ckpt is None and ctx.is_main:  # stopped before its first checkpoint: its config restarts it from step 0
+            _say(f"{out_dir}: no checkpoint yet; restarting from step 0 with the run's config")
     elif ckpt is not None:
         raise ValueError(f"{out_dir} already holds a run ({ckpt.name}); pass --resume to continue it, or another --out")
     if ctx.is_main:
@@ -148,7 +156,7 @@ def _prepare(config: RunConfig, out_dir: Path, data_dir: Path, *, resume, overri
     )
     _seed_all(config.train.seed + ctx.rank)  # per-process randomness (dropout, noise) from here on
     run = _Run(config, ctx, out_dir, task, model, optimizer, scheduler, scaler, dtype, train_set, val_set, sampler)
-    if resume:
+    if resume and ckpt is not None:
         _restore(run, ckpt)
     run.logger = MetricsLogger(out_dir, enabled=ctx.is_main, resume_step=run.step if resume else None)
     if ctx.is_main and config.train.health and type(task).probe is not Task.probe and len(val_set) >= 2:
@@ -181,9 +189,28 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _check_resumable(saved: RunConfig, new: RunConfig, out_dir: Path) -> None:
+def _say(message: str) -> None:
+    print(f"slotssm train: {message}", file=sys.stderr)
+
+
+def _check_resumable(saved: RunConfig, new: RunConfig, out_dir: Path, diverged: dict | None = None,
+                     say: bool = False) -> None:
+    """Only RESUMABLE_KEYS may change; after a divergence also AFTER_DIVERGENCE_KEYS, and one of them must."""
     a, b = _flatten(config_to_dict(saved)), _flatten(config_to_dict(new))
-    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS)
+    allowed = RESUMABLE_KEYS | (AFTER_DIVERGENCE_KEYS if diverged else frozenset())
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in allowed)
+    if diverged:
+        fixes = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(AFTER_DIVERGENCE_KEYS) if a.get(k) != b.get(k)]
+        where = f"{diverged.get('what', 'the loss')} became non-finite at step {diverged.get('step')}"
+        if not fixes and not changed:
+            raise ValueError(
+                f"cannot resume {out_dir} unchanged: {where}, and the same settings repeat the same steps; "
+                f"change one of {sorted(AFTER_DIVERGENCE_KEYS)}, e.g. --set train.optim.lr=<lower>"
+            )
+        if fixes and not changed:
+            if say:
+                _say(f"resuming {out_dir} after a divergence ({where}) with {', '.join(fixes)}")
+                clear_divergence(out_dir)
     if changed:
         diffs = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in changed[:6])
         raise ValueError(
@@ -192,8 +219,12 @@ def _check_resumable(saved: RunConfig, new: RunConfig, out_dir: Path) -> None:
 
 
 def _restore(run: _Run, ckpt: Path) -> None:
-    """Load weights, optimizer, scheduler, scaler, this rank's RNG states and the data position."""
-    meta = verify_checkpoint(ckpt)
+    """Load weights, optimizer, scheduler, scaler, this rank's RNG states and the data position.
+
+    A corrupted newest checkpoint falls back to the older one (with a message); the base learning rates are this
+    config's (they may differ from the checkpoint's after a divergence).
+    """
+    ckpt, meta = find_valid_checkpoint(run.out_dir, warn=_say if run.ctx.is_main else None)
     load_model_weights(run.model, ckpt, verify=False)
     state = load_trainer_state(ckpt)
     if state["world_size"] != run.ctx.world_size:
@@ -202,7 +233,11 @@ def _restore(run: _Run, ckpt: Path) -> None:
             f"(got {run.ctx.world_size}) so the data order and RNG streams continue exactly"
         )
     run.optimizer.load_state_dict(state["optimizer"])
+    base_lrs = list(run.scheduler.base_lrs)  # from this config
     run.scheduler.load_state_dict(state["scheduler"])
+    run.scheduler.base_lrs = base_lrs
+    for group, base in zip(run.optimizer.param_groups, base_lrs):
+        group["initial_lr"] = base
     for group, base, fn in zip(run.optimizer.param_groups, run.scheduler.base_lrs, run.scheduler.lr_lambdas):
         group["lr"] = base * fn(run.scheduler.last_epoch)  # the schedule of this config (train.steps may change)
     if run.scaler.is_enabled() and state["scaler"]:
@@ -338,6 +373,8 @@ def _diverged(run: _Run, what: str, value: float):
     else:
         kept = f"the last good checkpoint is {run.last_ckpt[0]} (step {run.last_ckpt[1]})"
     step = run.step + 1
+    if run.ctx.is_main:
+        write_divergence(run.out_dir, step=step, what=what, checkpoint_step=run.last_ckpt and run.last_ckpt[1])
     raise TrainingDivergedError(f"{what} is {value} at step {step}; stopped before updating the weights, {kept}")
 
 
@@ -390,7 +427,7 @@ def _rng_preserved():
         restore_rng_state(state)
 
 
-def _evaluate_and_log(run: _Run, *, keep_rng: bool) -> dict[str, float]:
+def _evaluate_and_log(run: _Run, *, keep_rng: bool, log: bool = True) -> dict[str, float]:
     """Rank 0 evaluates on the validation set and logs; every process returns the metrics."""
     metrics = {}
     if run.ctx.is_main:
@@ -399,7 +436,8 @@ def _evaluate_and_log(run: _Run, *, keep_rng: bool) -> dict[str, float]:
                 run.task, run.model, run.val_set, batch_size=run.config.train.eval_batch_size,
                 device=run.ctx.device, amp=run.config.train.amp,
             )  # fmt: skip
-        run.logger.log(run.step, "val", metrics)
+        if log:
+            run.logger.log(run.step, "val", metrics)
     return dist_utils.broadcast_object(metrics)
 
 
@@ -426,7 +464,11 @@ def _checkpoint(run: _Run) -> None:
 
 
 def _finish(run: _Run) -> dict:
-    metrics = _evaluate_and_log(run, keep_rng=False)
+    # A finished run resumed again has its final validation line already: evaluate, but do not log it twice.
+    logged = run.ctx.is_main and run.logger.path.is_file() and any(
+        r.get("split") == "val" and r.get("step") == run.step for r in read_metrics(run.logger.path)
+    )
+    metrics = _evaluate_and_log(run, keep_rng=False, log=not logged)
     if run.ctx.is_main:
         records = [r for r in read_metrics(run.logger.path) if r.get("split") == "health"]
         write_eval_json(run.out_dir, step=run.step, split="val", metrics=metrics, health=health.summarise(records))
