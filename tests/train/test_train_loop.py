@@ -53,7 +53,8 @@ def test_loss_goes_down_and_logs_are_written(tmp_path):
         "model.safetensors",
         "trainer_state.pt",
     ]
-    assert not list(out.glob(".ckpt-tmp-*")) and not (out / "ckpt-prev").exists()
+    assert not list(out.glob(".ckpt-tmp-*"))
+    assert verify_checkpoint(out / "ckpt-prev")["step"] == 30  # the last two checkpoints are kept
     task, model, config = load_model_from_run(out, "cpu")
     assert config.train.steps == 40 and not model.training
     assert toytask.weights_digest(model) == toytask.weights_digest(toytask.ToyTask.last_model)
@@ -107,8 +108,11 @@ def test_corrupted_checkpoint_is_refused(tmp_path):
     (ckpt / "model.safetensors").write_bytes(bytes(flipped))
     with pytest.raises(CheckpointError, match="model.safetensors: sha256 mismatch"):
         load_model_from_run(out, "cpu")
-    with pytest.raises(CheckpointError, match="model.safetensors"):
+    prev = (out / "ckpt-prev" / "model.safetensors").read_bytes()
+    (out / "ckpt-prev" / "model.safetensors").write_bytes(prev[:-5])  # both kept checkpoints damaged: refused
+    with pytest.raises(CheckpointError, match="ckpt-latest/model.safetensors.*ckpt-prev/model.safetensors"):
         run(apply_overrides(cfg, ["train.steps=6"]), out, resume=True)
+    (out / "ckpt-prev" / "model.safetensors").write_bytes(prev)
 
     (ckpt / "model.safetensors").write_bytes(original)
     state = (ckpt / "trainer_state.pt").read_bytes()
@@ -142,11 +146,15 @@ def test_checkpoint_swap_and_rng_round_trip(tmp_path):
     model = toytask.ToyModel(toytask.ToyModelConfig(), 3)
     for step in (1, 2):
         save_checkpoint(tmp_path, model=model, trainer_state={"rng": [capture_rng_state()]}, step=step)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-latest"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-latest", "ckpt-prev"]  # the last two
+    import shutil
+
+    shutil.rmtree(tmp_path / "ckpt-prev")
     (tmp_path / "ckpt-latest").rename(tmp_path / "ckpt-prev")  # as if a crash came between the two renames
     assert find_checkpoint(tmp_path) == tmp_path / "ckpt-prev"
     save_checkpoint(tmp_path, model=model, trainer_state={}, step=3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-latest"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-latest", "ckpt-prev"]
+    assert [verify_checkpoint(tmp_path / n)["step"] for n in ("ckpt-latest", "ckpt-prev")] == [3, 2]
 
     import random
 

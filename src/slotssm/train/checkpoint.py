@@ -7,10 +7,12 @@ A checkpoint is a directory `RUN_DIR/ckpt-latest` holding
                          plain tensors, numbers and lists only, so `torch.load(..., weights_only=True)` reads it
     checkpoint.json      step, time, metrics, and each file's size and sha256
 
-It is written into a temporary directory that is then renamed into place. The previous checkpoint is first renamed
-to `ckpt-prev` and deleted only once the new one is in place, so a crash at any moment leaves one complete
-checkpoint (`find_checkpoint` falls back to `ckpt-prev`). Loading checks every file against its recorded hash and
-refuses a corrupted or truncated checkpoint with a `CheckpointError` naming the file.
+It is written into a temporary directory that is then renamed into place. The last two checkpoints are kept: the
+previous one is renamed to `ckpt-prev` (replacing the one before it) just before the new one takes its place, so a
+crash at any moment leaves at least one complete checkpoint (`find_checkpoint` falls back to `ckpt-prev`), and a
+newest checkpoint corrupted later (disk, copy) leaves the older one to resume from (`find_valid_checkpoint`, which
+says so). Loading checks every file against its recorded hash and refuses a corrupted or truncated checkpoint with
+a `CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 
 LATEST, PREVIOUS, TMP_PREFIX = "ckpt-latest", "ckpt-prev", ".ckpt-tmp-"
+DIVERGED_FILE = "diverged.json"  # written when a run stops on a NaN/Inf; read by the next --resume
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "trainer_state.pt", "checkpoint.json"
 
 
@@ -111,12 +114,13 @@ def save_checkpoint(run_dir, *, model: nn.Module, trainer_state: dict, step: int
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     latest, previous = run_dir / LATEST, run_dir / PREVIOUS
-    if latest.exists():  # keep the last complete checkpoint until the new one is in place
+    if (latest / META_FILE).is_file():  # the newest complete checkpoint becomes the previous one
         shutil.rmtree(previous, ignore_errors=True)
         os.rename(latest, previous)
+    else:  # only a crash between the renames leaves no latest: ckpt-prev is then the one to keep
+        shutil.rmtree(latest, ignore_errors=True)
     os.rename(tmp, latest)
     _fsync(run_dir)
-    shutil.rmtree(previous, ignore_errors=True)
     return latest
 
 
@@ -128,6 +132,30 @@ def find_checkpoint(run_dir) -> Path | None:
     for name in (LATEST, PREVIOUS):
         if (Path(run_dir) / name / META_FILE).is_file():
             return Path(run_dir) / name
+    return None
+
+
+def find_valid_checkpoint(run_dir, warn=None) -> tuple[Path, dict] | None:
+    """The newest checkpoint of `run_dir` that verifies, and its metadata; None when there is none at all.
+
+    A corrupted newest checkpoint is reported through `warn(message)` and the older one is used; when every
+    checkpoint is corrupted, the CheckpointError names each of them.
+    """
+    errors = []
+    for name in (LATEST, PREVIOUS):
+        ckpt = Path(run_dir) / name
+        if not ckpt.exists():
+            continue
+        try:
+            meta = verify_checkpoint(ckpt)
+        except CheckpointError as err:
+            errors.append(str(err))
+            continue
+        if errors and warn is not None:
+            warn(f"{errors[0]}; resuming from the older checkpoint {ckpt} (step {meta['step']}) instead")
+        return ckpt, meta
+    if errors:
+        raise CheckpointError("; ".join(errors) + ("" if len(errors) > 1 else " (no older checkpoint to fall back to)"))
     return None
 
 
@@ -180,6 +208,24 @@ def load_trainer_state(ckpt_dir) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"{path}: unreadable trainer state ({type(err).__name__}: {err})") from None
+
+
+def write_divergence(run_dir, *, step: int, what: str, checkpoint_step: int | None) -> None:
+    """Record where a run diverged, so that resuming it unchanged (which repeats the same steps) is refused."""
+    record = {"step": step, "what": what, "checkpoint_step": checkpoint_step, "time": time.time()}
+    (Path(run_dir) / DIVERGED_FILE).write_text(json.dumps(record) + "\n")
+
+
+def read_divergence(run_dir) -> dict | None:
+    path = Path(run_dir) / DIVERGED_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def clear_divergence(run_dir) -> None:
+    (Path(run_dir) / DIVERGED_FILE).unlink(missing_ok=True)
 
 
 def load_model_from_run(run_dir, device="cpu", *, data_dir=None):
