@@ -16,7 +16,7 @@ too (copy bandwidth of a large tensor, torch.exp throughput); each Mamba1 path i
 output bytes at copy speed, and B'.E.N.T exponentials per pass (one forward, two forward+backward) at exp speed.
 
     python benchmarks/scan.py                       # T in 80 320 1280 2560, default and tuned malloc
-    python benchmarks/scan.py --quick               # T in 80 320, one malloc setting
+    python benchmarks/scan.py --quick               # a smoke run in one process (~10 s): available paths, T=80
     python benchmarks/scan.py --T 2560 --repeats 5 --paths fused loop mambapy
 Writes benchmarks/results/scan.json and scan.png; prints a table with ratios vs mambapy and vs the best pure-PyTorch path.
 """
@@ -257,10 +257,44 @@ def model_step(impls, repeats: int, threads: int, batch: int = 8, t: int = 2560)
     return rows
 
 
+def _available(path: str) -> str | None:
+    """Why `path` cannot run here, or None."""
+    import importlib.util
+
+    from slotssm.ssm.kernels import has_numba
+
+    if "fused" in path and not has_numba():
+        return "numba is not installed"
+    if path == "mambapy" and importlib.util.find_spec("mambapy") is None:
+        return "mambapy is not installed"
+    return None
+
+
+def quick(paths, threads: int, out: str) -> None:
+    """One process, T=80, one repeat: each available path checked against ref, then timed (the numbers are a smoke
+    test, not a measurement: no fresh process per path, no malloc settings, no machine bounds)."""
+    t0 = time.perf_counter()
+    skipped = {p: why for p in paths if (why := _available(p))}
+    paths = [p for p in paths if p not in skipped]
+    errors = check_paths(paths, [80])
+    print("checked against ref (max relative error):", {k: f"{v:.1e}" for k, v in errors.items()})
+    rows = []
+    for path in paths:
+        rows.append(worker(path, 80, 1, False, threads))
+        r = rows[-1]
+        print(f"  T=80 {path:12} fwd {r['fwd_s'] * 1e3:8.1f} ms  fwd+bwd {r['fwdbwd_s'] * 1e3:8.1f} ms", flush=True)
+    for path, why in skipped.items():
+        print(f"  {path:17} skipped: {why}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{out}_quick.json").write_text(json.dumps({"rows": rows, "checks": errors, "skipped": skipped}, indent=1))
+    print(f"quick run: {time.perf_counter() - t0:.1f} s; wrote {RESULTS / out}_quick.json")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--T", type=int, nargs="+", default=[80, 320, 1280, 2560])
-    ap.add_argument("--quick", action="store_true", help="T in 80 320 and the default malloc only")
+    ap.add_argument("--quick", action="store_true", help="a smoke run in one process: available paths at T=80, "
+                    "one repeat, checked against ref; writes RESULTS/<out>_quick.json")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
     ap.add_argument("--malloc", nargs="+", default=["default", "tuned"], choices=["default", "tuned"])
@@ -283,8 +317,10 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"{args.out}_model_step.json").write_text(json.dumps(rows, indent=1))
         return
-    lengths = [80, 320] if args.quick else args.T
-    mallocs = ["default"] if args.quick else args.malloc
+    if args.quick:
+        quick(args.paths, args.threads, args.out)
+        return
+    lengths, mallocs = args.T, args.malloc
     errors = check_paths(args.paths, [t for t in lengths if t <= 320] + [t for t in lengths if t > 320][:1])
     print("checked against ref/loop (max relative error):", {k: f"{v:.1e}" for k, v in errors.items()})
     bounds = machine_bounds(args.threads)

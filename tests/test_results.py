@@ -35,3 +35,14 @@ def test_page_names_each_variants_overrides_and_its_pretraining(tmp_path):
     page = write_results("snitch_localization", exp, results, 5, 60.0, tmp_path).read_text()
     assert "## pre\n\nOverrides: `x=1`. Each run first pre-trains a model with `data.objective=reconstruct`" in page
     assert "## plain\n\n| model |" in page and "| a | 0.1500 +- 0.0500 |" in page
+
+
+def test_one_seed_shows_no_spread(tmp_path):
+    from slotssm.results import write_results
+
+    exp = Experiment("object_centric", ("a", "b"), ("fg_ari",), higher_is_better=True)
+    results = {("", "a", 0, False): {"fg_ari": 0.3}, ("", "b", 0, False): {"fg_ari": 0.2},
+               ("", "b", 1, False): {"fg_ari": 0.4}}
+    page = write_results("object_centric", exp, results, 5, 60.0, tmp_path).read_text()
+    assert "| a | 0.3000 (1 seed) |" in page and "+- 0.0000" not in page
+    assert "| b | 0.3000 +- 0.1000 |" in page

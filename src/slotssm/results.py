@@ -53,6 +53,11 @@ def _ranking(exp, rows: dict) -> list[str]:
     return sorted(rows, key=lambda mod: sign * rows[mod].get(head, (np.nan,))[0])
 
 
+def _cell(mean: float, std: float, n: int) -> str:
+    """mean +- std over seeds; one seed has no spread to show (a "+- 0.0000" would claim one)."""
+    return f"{mean:.4f} +- {std:.4f}" if n > 1 else f"{mean:.4f} (1 seed)"
+
+
 def _order_line(exp, rows: dict) -> str:
     """Best first; '>' only where two neighbours' means differ by more than the sum of their stds, else '~'."""
     head, order = exp.metrics[0], _ranking(exp, rows)
@@ -128,8 +133,7 @@ def write_results(name: str, exp, results: dict, steps: int, run_s: float, out_d
             lines += [" ".join(said), ""] if said else []
         lines += ["| model | " + " | ".join(exp.metrics) + " |", "|---" * (len(exp.metrics) + 1) + "|"]
         for model in _ranking(exp, rows):
-            cells = [f"{rows[model][m][0]:.4f} +- {rows[model][m][1]:.4f}" if m in rows[model] else "-"
-                     for m in exp.metrics]
+            cells = [_cell(*rows[model][m]) if m in rows[model] else "-" for m in exp.metrics]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         refs = references.get(variant, {})
         for ref, vals in refs.items():
