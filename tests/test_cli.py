@@ -11,12 +11,31 @@ def test_demo_writes_report_with_pictures(tmp_path):
                  "--set", "data.num_val=2", "--set", "train.batch_size=2"])
     assert code == 0
     report = (out / "report.md").read_text()
-    assert "rollout MSE, mean over 20 steps" in report and "repeat last frame" in report
+    assert "rollout MSE, mean over 20 steps" in report and "| last frame repeated |" in report and "| mean image |" in report
     pictures = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert any(p.endswith(".gif") for p in pictures) and any(p.endswith(".png") for p in pictures)
     assert all((out / p).stat().st_size > 0 for p in pictures)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 3 and 0 <= summary["rollout_mse"] <= 1
+    assert set(summary["references"]) == {"blank frame", "mean image", "mean context frame", "last frame repeated"}
+    assert summary["learned"] is False and "**Verdict: not learned" in report  # 3 steps learn nothing
+
+
+def test_demo_stops_at_its_deadline(tmp_path):
+    import time
+
+    out = tmp_path / "demo"
+    start = time.perf_counter()
+    # 0.9 minute: about 9 s of training after the evaluation reserve, then evaluation on 2 videos
+    code = main(["demo", "--out", str(out), "--no-progress", "--minutes", "0.9", "--set", "data.num_train=4",
+                 "--set", "data.num_val=2", "--set", "train.batch_size=2"])
+    wall = time.perf_counter() - start
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    train_cfg = json.loads((out / "run" / "config.json").read_text())["config"]["train"]
+    assert 0 < train_cfg["time_limit_s"] <= 0.9 * 60
+    assert 1 <= summary["step"] < train_cfg["steps"]  # the clock stopped it, not the step count
+    assert wall <= 0.9 * 60 + 60  # budget + 1 minute, evaluation included
 
 
 def test_reproduce_runs_seeds_and_writes_a_page(tmp_path, capsys):

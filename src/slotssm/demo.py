@@ -1,5 +1,12 @@
-"""`slotssm demo`: generate bouncing balls, train a small SlotSSM for video prediction, evaluate its rollouts and
-write `report.md` with pictures and numbers. A few minutes on a 2-core CPU.
+"""`slotssm demo`: generate bouncing balls, train a small SlotSSM for video prediction within a wall-clock budget,
+evaluate its rollouts on held-out videos against every model-free answer, and write `report.md` with pictures.
+
+The budget (`--minutes`, default 5) is wall time for the whole demo: data generation, training and evaluation.
+Training stops at its deadline (`train.time_limit_s`), however fast or loaded the machine is, and its learning-rate
+schedule is stretched over that time. The verdict "learned" needs both of
+  - the mean 20-step rollout MSE <= LEARNED_RATIO x the best model-free answer (blank frame, per-pixel mean image,
+    mean context frame, last frame repeated): beating a blank frame alone is what a blurred mean frame does;
+  - the first rollout step better than copying the last frame (it predicts motion, not the average image).
 """
 
 from __future__ import annotations
@@ -8,25 +15,35 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-DEMO_OVERRIDES = (
-    "train.ckpt_every=100",
-    "train.log_every=25",
-    "data.num_train=512",
-    "data.num_val=32",
-)
+LEARNED_RATIO = 0.8
+EVAL_RESERVE_S = 45.0  # budget kept for evaluation, references and pictures after training
+# The demo's settings, and why they differ from the paper's video-prediction protocol (64x64 frames, 4 balls,
+# 300K teacher-forced steps); each is repeated in the report.
+DEMO_SETTINGS = {
+    "data.image_size=32": "32x32 frames (paper 64x64): a 2-core CPU trains 16 tokens per frame 10x faster",
+    "data.num_objects=3": "3 balls (paper 4)",
+    "data.num_train=512": "512 training videos of 20 frames, 32 held-out videos of 30 frames (another seed)",
+    "data.num_val=32": None,
+    "data.feedback_passes=1": ("one gradient-free pass feeds the model its own predictions after the 10 context "
+                               "frames (the paper trains with teacher forcing only): without it the 20-step rollout "
+                               "drifts to a blur no better than the mean image"),
+    "train.steps=4000": "the lr schedule length if the deadline does not come first (it does, on 2 cores)",
+    "train.optim.lr=1e-3": "lr 1e-3 with 50 warm-up steps (a few minutes of training, not 300K steps)",
+    "train.ckpt_every=200": None,
+    "train.log_every=25": None,
+}
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="train a small SlotSSM on bouncing balls and write a report (minutes, CPU)")
     p.add_argument("--out", default="slotssm-demo", help="output directory (default ./slotssm-demo)")
     p.add_argument("--model", default="slotssm", help="sequence model (default slotssm)")
-    p.add_argument("--minutes", type=float, default=3.0,
-                   help="training budget: the step count is set from a timing of the first steps (default 3)")
+    p.add_argument("--minutes", type=float, default=5.0,
+                   help="wall-clock budget of the whole demo; training stops at its deadline (default 5)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config overrides, e.g. train.steps=200")
+                   help="extra config overrides, e.g. data.num_objects=2 (train.steps=N: train N steps, no deadline)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_demo)
 
@@ -39,86 +56,113 @@ def run_demo(args) -> int:
     from slotssm.train.trainer import train
 
     start = time.perf_counter()
+    if not args.minutes > 0:
+        raise ValueError(f"--minutes: expected a positive budget, got {args.minutes}")
     out = Path(args.out)
     run_dir, data_dir = out / "run", out / "data"
-    overrides = list(DEMO_OVERRIDES) + list(args.overrides)
+    overrides = list(DEMO_SETTINGS) + list(args.overrides)
     task_cls = get_task("video_prediction")
     config = apply_overrides(task_cls.default_config("small", args.model), overrides)
+    task_cls(config, data_dir).datasets()  # generate (or find) the videos: inside the budget
     resume = (run_dir / "ckpt-latest").exists()
-    if not resume and not any(o.startswith("train.steps=") for o in args.overrides):
-        from slotssm.reproduce import calibrate_config
-
-        seconds = calibrate_config(config, data_dir)
-        steps = int(min(2000, max(50, args.minutes * 60 / seconds)))
-        print(f"demo: {seconds:.3f} s per training step here -> {steps} steps for {args.minutes:g} min")
-        overrides.append(f"train.steps={steps}")
+    if not any(o.startswith("train.steps=") for o in args.overrides):
+        limit = max(5.0, args.minutes * 60 - (time.perf_counter() - start) - EVAL_RESERVE_S)
+        overrides.append(f"train.time_limit_s={limit:.1f}")
         config = apply_overrides(config, [overrides[-1]])
+        print(f"demo: training for {limit:.0f} s of a {args.minutes:g}-minute budget")
     metrics = train(config, run_dir, data_dir=data_dir, resume=resume, progress=not args.no_progress,
                     overrides=overrides)
     task, model, _ = load_model_from_run(run_dir, "cpu", data_dir=data_dir)
     _, val = task.datasets()
     d = config.data
     pictures = task.visualise(model.eval(), val, out / "figures", device=torch.device("cpu"))
-    model_curve = [metrics[f"mse_step_{i + 1}"] for i in range(d.rollout)]
     refs = task.reference_metrics(val)
-    copy_curve = [refs["last frame repeated"][f"mse_step_{i + 1}"] for i in range(d.rollout)]
-    metrics["blank_frame_mse"] = refs["blank frame"]["rollout_mse"]
-    pictures.append(viz.plot_curves({f"{args.model} rollout": model_curve, "repeat last frame": list(copy_curve)},
-                                    out / "figures" / "rollout_vs_copy.png", "rollout step", "MSE per pixel",
-                                    "Bouncing balls: rollout error"))
-    curves = viz.plot_metric_curves_from_jsonl(run_dir / "metrics.jsonl", out / "figures")
-    # the per-step MSEs are all in rollout_mse.png already
-    pictures += [p for p in curves if not Path(p).stem.startswith(("mse_step_", "lr", "it_s"))]
+    curves = {f"{args.model} rollout": [metrics[f"mse_step_{i + 1}"] for i in range(d.rollout)]}
+    curves.update({k: [v[f"mse_step_{i + 1}"] for i in range(d.rollout)] for k, v in refs.items()})
+    pictures.append(viz.plot_curves(curves, out / "figures" / "rollout_vs_references.png", "rollout step",
+                                    "MSE per pixel", "Bouncing balls: rollout error vs model-free answers"))
+    health_dir = out / "figures" / "health"
+    pictures += [p for p in viz.plot_metric_curves_from_jsonl(run_dir / "metrics.jsonl", health_dir)
+                 if Path(p).stem in ("loss", "slot_cosine", "slot_sensitivity", "pred_sensitivity")]
+    metrics.update(_health_from_eval(run_dir))
     wall = time.perf_counter() - start
     params = sum(p.numel() for p in model.parameters())
-    report = write_report(out, config, metrics, model_curve, copy_curve, pictures, wall, params)
+    learned, verdict = judge(metrics, refs)
+    report = write_report(out, config, metrics, refs, pictures, wall, params, verdict)
+    (out / "summary.json").write_text(json.dumps({"wall_s": wall, "learned": learned, **metrics,
+                                                  "references": {k: v["rollout_mse"] for k, v in refs.items()}},
+                                                 indent=2))
+    print(f"{'LEARNED' if learned else 'NOT LEARNED'}: {verdict}")
     print(f"report: {report} ({wall:.0f} s)")
     return 0
 
 
-def write_report(out: Path, config, metrics: dict, model_curve, copy_curve, pictures, wall: float, params: int) -> Path:
+def judge(metrics: dict, refs: dict[str, dict]) -> tuple[bool, str]:
+    """(learned, the sentence saying why) by the rule of the module docstring."""
+    best_name = min(refs, key=lambda k: refs[k]["rollout_mse"])
+    best = refs[best_name]["rollout_mse"]
+    copy_first = refs["last frame repeated"]["rollout_mse_first"]
+    mean, first = metrics["rollout_mse"], metrics["rollout_mse_first"]
+    over = mean <= LEARNED_RATIO * best
+    motion = first < copy_first
+    if over and motion:
+        return True, (f"learned: over the whole rollout the model's error is {mean / best:.2f}x the best model-free "
+                      f"answer ({best_name}, {best:.4f}; the rule asks <= {LEARNED_RATIO}x), and one step ahead it "
+                      f"beats copying the last frame ({first:.4f} vs {copy_first:.4f}).")
+    if motion:
+        return False, (f"not learned: one step ahead the model beats copying the last frame ({first:.4f} vs "
+                       f"{copy_first:.4f}), but over the rollout its error is {mean / best:.2f}x the best "
+                       f"model-free answer ({best_name}, {best:.4f}), above the {LEARNED_RATIO}x the rule asks: "
+                       f"its own predictions drift as they are fed back. Train longer (`--minutes`).")
+    return False, (f"not learned: even one step ahead the model is no better than copying the last frame "
+                   f"({first:.4f} vs {copy_first:.4f}); rollout error {mean / best:.2f}x the best model-free "
+                   f"answer ({best_name}). Train longer (`--minutes`).")
+
+
+def write_report(out: Path, config, metrics: dict, refs: dict, pictures, wall: float, params: int,
+                 verdict: str) -> Path:
     d, t = config.data, config.train
     rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
+    names = list(refs)
     rows = "\n".join(
-        f"| {i + 1} | {m:.4f} | {c:.4f} |" for i, (m, c) in enumerate(zip(model_curve, copy_curve)) if i in (0, 4, 9, 14, 19)
+        f"| {i} | {metrics[f'mse_step_{i}']:.4f} | " + " | ".join(f"{refs[k][f'mse_step_{i}']:.4f}" for k in names)
+        + " |" for i in (1, 5, 10, 15, 20) if i <= d.rollout
     )
-    best_ref = min(float(np.mean(copy_curve)), metrics["blank_frame_mse"])
-    if metrics["rollout_mse"] < best_ref:
-        verdict = ("Over the whole rollout the model beats both model-free answers (repeating the last frame, a blank "
-                   "frame): it has learned the balls' motion.")
-    elif metrics["rollout_mse_first"] < copy_curve[0]:
-        verdict = (f"The model predicts the next frame better than repeating the last one (step 1: "
-                   f"{metrics['rollout_mse_first']:.4f} vs {copy_curve[0]:.4f}), but its own predictions drift as "
-                   f"they are fed back: over {len(copy_curve)} steps it does not beat the best model-free answer "
-                   f"({metrics['rollout_mse']:.4f} vs {best_ref:.4f}). Train longer (`--minutes`).")
-    else:
-        verdict = ("The model is no better than repeating the last frame even one step ahead: in this budget it has "
-                   "only learned the average image. Train longer (`--minutes`).")
+    ref_rows = "\n".join(f"| {k} | {refs[k]['rollout_mse']:.4f} | {refs[k]['rollout_mse_first']:.4f} |" for k in names)
+    settings = "\n".join(f"- `{k}`: {why}" for k, why in DEMO_SETTINGS.items() if why)
     images = "\n".join(f"![{Path(p).stem}]({rel(p)})" for p in pictures if str(p).endswith((".png", ".gif")))
     text = f"""# slotssm demo: video prediction on bouncing balls
 
-Model **{config.model_name}** ({params:,} parameters), {t.steps} training steps of batch {t.batch_size} on
-{d.num_train} generated videos ({d.image_size}x{d.image_size}, {d.num_objects} balls, {d.train_frames} frames),
-evaluated on {d.num_val} held-out videos: {d.context} context frames, then a {d.rollout}-frame autoregressive
-rollout through the model's recurrent `step` on its own predictions (paper §7.1 protocol).
+**Verdict: {verdict}**
+
+Model **{config.model_name}** ({params:,} parameters), {metrics['step']} training steps of batch {t.batch_size}
+on {d.num_train} generated videos ({d.image_size}x{d.image_size}, {d.num_objects} balls, {d.train_frames} frames),
+evaluated on {d.num_val} held-out videos of another seed: {d.context} context frames, then a {d.rollout}-frame
+autoregressive rollout through the model's recurrent `step` on its own predictions (paper §7.1 protocol).
 Wall time of the whole demo on this machine: **{wall:.0f} s**.
 
-| metric | value |
-|---|---|
-| final training loss (BCE) | {metrics.get('train_loss', float('nan')):.4f} |
-| rollout MSE, mean over {d.rollout} steps | {metrics['rollout_mse']:.4f} |
-| rollout MSE, first step | {metrics['rollout_mse_first']:.4f} |
-| rollout MSE, last step | {metrics['rollout_mse_last']:.4f} |
-| "repeat the last frame" MSE, mean | {float(np.mean(copy_curve)):.4f} |
-| "blank frame" MSE, mean | {metrics['blank_frame_mse']:.4f} |
-
-{verdict}
-
-Per-step MSE (model vs repeating the last context frame):
-
-| step | {config.model_name} | repeat last frame |
+| answer | rollout MSE, mean over {d.rollout} steps | first step |
 |---|---|---|
+| **{config.model_name}** | **{metrics['rollout_mse']:.4f}** | **{metrics['rollout_mse_first']:.4f}** |
+{ref_rows}
+
+"Learned" needs the mean rollout MSE <= {LEARNED_RATIO} x the best model-free answer **and** a first step better
+than repeating the last frame. The mean image is the per-pixel mean of the scored frames themselves, the best
+constant image for them.
+
+Per-step MSE:
+
+| step | {config.model_name} | {' | '.join(names)} |
+|---|---|{'---|' * len(names)}
 {rows}
+
+Settings that differ from the paper's protocol, and why:
+{settings}
+
+Training health (slotssm.train.health, on 8 held-out videos): slot pairwise cosine
+{metrics.get('health_slot_cosine', float('nan')):.3f}, slot input sensitivity
+{metrics.get('health_slot_sensitivity', float('nan')):.3g}, prediction input sensitivity
+{metrics.get('health_pred_sensitivity', float('nan')):.3g} (`run/eval.json` holds the summary).
 
 {images}
 
@@ -126,5 +170,13 @@ Resolved config: `run/config.json`; metrics: `run/metrics.jsonl`, `run/eval.json
 """
     path = out / "report.md"
     path.write_text(text)
-    (out / "summary.json").write_text(json.dumps({"wall_s": wall, **metrics}, indent=2))
     return path
+
+
+def _health_from_eval(run_dir: Path) -> dict[str, float]:
+    """The health summary of eval.json as flat `health_*` floats (empty if absent)."""
+    try:
+        summary = json.loads((run_dir / "eval.json").read_text()).get("health", {})
+    except (OSError, ValueError):
+        return {}
+    return {f"health_{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}

@@ -46,6 +46,10 @@ class VideoPredictionConfig:
     source: str = "generated"  # or a reader (bouncing_balls_h5, clevrer, folder) of real data, read from `root` (slotssm.data.sources, docs/data.md)
     root: str = ""  # the dataset's path when source is a reader
     resize: str = "crop"  # real frames to image_size: "crop" (central square) or "stretch" (whole frame)
+    # Training on the model's own predictions (parallel scheduled sampling): `feedback_passes` gradient-free passes,
+    # each replacing the inputs after the first `context` frames by the previous pass's predictions, then the
+    # training pass on those inputs. 0 = teacher forcing only (the paper's setting).
+    feedback_passes: int = 0
 
     def __post_init__(self):
         check_source("video_prediction", self.source, self.resize)
@@ -53,6 +57,11 @@ class VideoPredictionConfig:
             raise ValueError(f"patch: must divide image_size={self.image_size}, got {self.patch}")
         if self.context < 1 or self.rollout < 1 or self.train_frames < 2:
             raise ValueError("context, rollout must be >= 1 and train_frames >= 2")
+        if self.feedback_passes < 0:
+            raise ValueError(f"feedback_passes: expected >= 0, got {self.feedback_passes}")
+        if self.feedback_passes and self.train_frames <= self.context + 1:
+            raise ValueError(f"feedback_passes: needs train_frames > context + 1 = {self.context + 1} (frames to "
+                             f"feed back), got train_frames={self.train_frames}")
 
 
 PRESETS = {
@@ -113,9 +122,20 @@ class VideoPrediction(PresetTask):
         patches, attn = model.head(slots, return_attention=return_attention)  # (B, T, M, p*p)
         return unpatchify(patches, d.image_size, d.patch, channels=1), attn
 
+    def _feedback_inputs(self, model, frames):
+        """frames (B, T, 1, H, W) -> inputs (B, T-1, ...): the first `context` true, the rest the model's own
+        predictions after `feedback_passes` gradient-free passes (pass p's inputs are pass p-1's predictions)."""
+        c, inputs = self.config.data.context, frames[:, :-1]
+        with torch.no_grad():
+            for _ in range(self.config.data.feedback_passes):
+                logits, _ = self._decode(model, model.seq(model.encoder(inputs)).slots, return_attention=False)
+                inputs = torch.cat([frames[:, :c], torch.sigmoid(logits[:, c - 1 : -1])], 1)  # frame t <- pred of t
+        return inputs
+
     def loss(self, model, batch):
         frames = to_float_frames(batch["frames"])  # (B, T, 1, H, W)
-        slots = model.seq(model.encoder(frames[:, :-1])).slots  # (B, T-1, K, D)
+        inputs = self._feedback_inputs(model, frames) if self.config.data.feedback_passes else frames[:, :-1]
+        slots = model.seq(model.encoder(inputs)).slots  # (B, T-1, K, D)
         logits, _ = self._decode(model, slots, return_attention=False)  # the fused attention path
         loss = F.binary_cross_entropy_with_logits(logits, frames[:, 1:])
         with torch.no_grad():
@@ -160,16 +180,23 @@ class VideoPrediction(PresetTask):
 
     @torch.no_grad()
     def reference_metrics(self, dataset):
-        """Rollout MSE of: a blank frame; the mean of the context frames; the last context frame repeated."""
+        """Rollout MSE of: a blank frame; the per-pixel mean image (over every frame of `dataset` itself, so it is
+        the best constant image for these videos: a model predicting 'the average image' scores this); the mean of
+        the context frames; the last context frame repeated."""
         d = self.config.data
-        sq = {k: torch.zeros(d.rollout, dtype=torch.float64) for k in ("blank frame", "mean context frame",
-                                                                         "last frame repeated")}
+        names = ("blank frame", "mean image", "mean context frame", "last frame repeated")
+        sq = {k: torch.zeros(d.rollout, dtype=torch.float64) for k in names}
+        total, count = 0.0, 0
+        for batch in batch_iter(dataset, 64, self.collate):
+            target = to_float_frames(batch["frames"]).double()[:, d.context : d.context + d.rollout]
+            total, count = total + target.sum(dim=(0, 1)), count + target.shape[0] * target.shape[1]
+        mean_image = total / count  # (1, H, W) over the frames that are scored
         count = 0
         for batch in batch_iter(dataset, 64, self.collate):
             frames = to_float_frames(batch["frames"]).double()
             context, target = frames[:, : d.context], frames[:, d.context : d.context + d.rollout]
-            guesses = {"blank frame": torch.zeros_like(context[:, :1]), "mean context frame": context.mean(1, True),
-                       "last frame repeated": context[:, -1:]}
+            guesses = {"blank frame": torch.zeros_like(context[:, :1]), "mean image": mean_image[None, None],
+                       "mean context frame": context.mean(1, True), "last frame repeated": context[:, -1:]}
             for k, g in guesses.items():
                 sq[k] += ((g - target) ** 2).mean(dim=(2, 3, 4)).sum(0)
             count += frames.shape[0]
