@@ -110,6 +110,17 @@ def test_video_files_decode_and_missing_extra_is_named(tmp_path, monkeypatch):
         read_video(tmp_path / "a.mp4")
 
 
+def test_missing_packages_name_the_extra(tmp_path, monkeypatch):
+    write_records(tmp_path / "r.tfrecord", [b"x"])
+    realdata.write_bouncing_balls_h5(tmp_path / "b.h5", {"training": 1})
+    monkeypatch.setitem(sys.modules, "crc32c", None)
+    with pytest.raises(MissingExtraError, match=r"'crc32c'.*slotssm\[datasets\]"):
+        index_records(tmp_path / "r.tfrecord")
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(MissingExtraError, match=r"b.h5.*'h5py'.*slotssm\[datasets\]"):
+        BouncingBallsH5Dataset(tmp_path / "b.h5")
+
+
 def test_cater_missing_list_entry_names_it(tmp_path):
     realdata.write_cater(tmp_path, {"train": 2})
     with open(tmp_path / "lists" / "localize" / "train.txt", "a") as f:

@@ -13,8 +13,8 @@ Expected layout (``balls4mass64.h5``, ``balls678mass64.h5``, ``balls3curtain64.h
         validation/  the same
         test/        the same
 
-T is 51 in the published files (R-NEM trains on the first 20 steps), H = W = 64. Relational-NEM's `utils.py` calls
-the image axes (W, H); the frames are square, and this reader keeps the stored order as rows, columns.
+Relational-NEM's README says the data covers up to 50 time steps; the "64" of the names is H = W. Its `utils.py`
+calls the image axes (W, H); the frames are square, and this reader keeps the stored order as rows, columns.
 Keys per item (tensors): frames (T, H, W) uint8 (round(255 x features)); ids (T, H, W) uint8 from groups, when the
 file has them.
 """

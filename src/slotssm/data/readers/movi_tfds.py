@@ -18,8 +18,8 @@ floats as float lists, images as PNG bytes). The features read here, field by fi
   ``metadata/num_instances`` (uint16 -> int64) -> num_objects; ``metadata/video_name`` (text) names the video.
 - ``instances/shape_label``, ``instances/color_label``, ``instances/size_label``: `ClassLabel`s, one int64 per
   instance (MOVi-A: shape cube/cylinder/sphere, colour blue/brown/cyan/gray/green/purple/red/yellow, size
-  small/large; MOVi-B has shape and colour RGB but no colour or size label; MOVi-C..E have none of the three)
-  -> shape, color_id, size, -1 where the variant has no such label.
+  small/large; MOVi-B's builder has shape_label only, 11 shapes) -> shape, color_id, size; -1 where a
+  variant's records have no such label.
 - ``instances/color``: `Tensor(shape=(3,), float32)` per instance, RGB in [0, 1] -> color (K, 3) uint8.
 - ``instances/image_positions``: `Tensor(shape=(s, 2), float32)` per instance, "normalized (0, 1) image-space
   (2D) coordinates of the center of mass" from `camera.project_point(...)[:2]`, first coordinate horizontal
