@@ -3,7 +3,8 @@
 Legend (docs/architecture.md): B batch, T time, K slots, M tokens per frame, D model width, H heads, P head width,
 E expanded SSM channels, N SSM state size. Here H, W are image height and width in pixels, K object slots.
 
-    slotssm train object_centric --model oc_slotssm --set data.source=movi --set data.root=/data/movi_a/128x128/1.0.0
+    slotssm train object_centric --model oc_slotssm --out runs/movi \
+        --set data.source=movi --set data.root=/data/movi_a/128x128/1.0.0
 
 Sources by task (`TASK_SOURCES`): object_centric ``movi``, ``folder``; snitch_localization ``cater``;
 video_prediction ``bouncing_balls_h5``, ``clevrer``, ``folder``. Each reader source has a training and a
