@@ -280,6 +280,8 @@ def test_import_then_train_on_folder(tmp_path, caplog):
     _, metrics = _train(tmp_path, "video_prediction", "slotssm", "folder", store)
     assert "rollout_mse" in metrics
     with caplog.at_level("WARNING", logger="slotssm.data"):
-        _, metrics = _train(tmp_path, "object_centric", "oc_slotssm", "folder", store)
+        out, metrics = _train(tmp_path, "object_centric", "oc_slotssm", "folder", store)
     assert set(metrics) >= {"mse"} and not {"fg_ari", "miou"} & set(metrics)  # no masks: skipped, never faked
     assert "skipping fg_ari, ari, miou, probes: the validation data has no segmentations" in caplog.text
+    assert main(["eval", str(out), "--device", "cpu"]) == 0 and main(["viz", str(out), "--device", "cpu"]) == 0
+    assert (out / "viz" / "slot_masks.png").stat().st_size > 0  # the slots on one's own videos
