@@ -93,5 +93,6 @@ def test_plot_metric_curves_from_jsonl(tmp_path):
     text = "".join(json.dumps(r) + "\n" for r in lines) + '{"step": 7, "lo'  # torn last line
     (tmp_path / "metrics.jsonl").write_text(text)
     paths = viz.plot_metric_curves_from_jsonl(tmp_path / "metrics.jsonl", tmp_path / "curves")
-    assert [p.name for p in paths] == ["ari.png", "loss.png", "lr.png"]
+    assert [p.name for p in paths] == ["loss.png", "lr.png"]  # ari has one point: no curve, no PNG
+    assert not (tmp_path / "curves" / "ari.png").exists()
     assert all(p.exists() and iio.imread(p).shape[:2] == (350, 500) for p in paths)

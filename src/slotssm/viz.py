@@ -233,7 +233,8 @@ def plot_metric_curves_from_jsonl(metrics_jsonl: str | Path, out_dir: str | Path
                                   skip: Sequence[str] = ("step", "split", "time")) -> list[Path]:
     """One PNG per metric of a metrics.jsonl (records with `step` and `split`), one curve per split.
 
-    A torn (unparsable) line is skipped. Returns the written paths, sorted by metric name.
+    A torn (unparsable) line is skipped. A metric with no split of two or more points (e.g. one final validation)
+    is no curve and gets no PNG. Returns the written paths, sorted by metric name.
     """
     series: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for i, line in enumerate(Path(metrics_jsonl).read_text().splitlines()):
@@ -250,6 +251,8 @@ def plot_metric_curves_from_jsonl(metrics_jsonl: str | Path, out_dir: str | Path
                 series.setdefault(key, {}).setdefault(split, []).append((step, v))
     paths = []
     for key in sorted(series):
+        if max(len(pts) for pts in series[key].values()) < 2:
+            continue
         curves = {split: tuple(np.asarray(sorted(pts)).T) for split, pts in series[key].items()}
         finite = [y[np.isfinite(y)] for _, y in curves.values()]
         logy = key.lower().endswith(("loss", "mse")) and all(len(y) and (y > 0).all() for y in finite)
