@@ -183,6 +183,8 @@ def _fingerprint(paths: list[Path], skip: Path | None) -> str:
 
 def _cached_split(source, root, split, req, resize, max_objects, data_dir):
     """Convert (once) a split of a reader source into a store under data_dir; return its VideoDataset."""
+    from tqdm.auto import tqdm
+
     from slotssm.data.dataset import VideoDataset
     from slotssm.data.store import MANIFEST, StoreWriter, read_manifest
 
@@ -202,15 +204,13 @@ def _cached_split(source, root, split, req, resize, max_objects, data_dir):
         return VideoDataset(cache)
     reader = open_reader(source, root, split, max_objects)
     writer = StoreWriter(cache, len(reader), DIMS)
-    from tqdm.auto import tqdm
-
     try:
         for i in tqdm(range(len(reader)), desc=f"{source} {split} -> {cache.name}", unit="video", disable=None):
             writer.write(i, fit_item(reader.read(i), req, resize, reader.describe(i)))
     except BaseException:
         writer.abort()
         raise
-    images = [k for k in ("video", "frames", "segmentations", "ids") if k in writer._outs]
+    images = [k for k in ("video", "frames", "segmentations", "ids") if k in writer.keys]
     writer.close({"generator": f"source:{source}", "version": CACHE_VERSION, "params": {**params,
                   "fingerprint": fingerprint}, "seed": 0, "images": images})
     return VideoDataset(cache)

@@ -286,6 +286,11 @@ class StoreWriter:
                                  f"the first had {out.dtype} {out.shape[1:]}")
             out[index] = arr
 
+    @property
+    def keys(self) -> list[str]:
+        """The keys written so far (those of the first item)."""
+        return list(self._outs)
+
     def close(self, manifest_meta: dict[str, Any]) -> dict[str, Any]:
         """Rename the files into place and write the manifest (num_videos, arrays and format added); return it."""
         entries = {}

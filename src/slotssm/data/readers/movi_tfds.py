@@ -47,6 +47,8 @@ __all__ = ["MoviTFRecordDataset", "find_shards", "decode_pngs"]
 
 _LABELS = {"shape_label": "instances/shape_label", "color_label": "instances/color_label",
            "size_label": "instances/size_label"}
+_READ = ("video", "segmentations", "metadata/num_frames", "metadata/height", "metadata/width",
+         "metadata/num_instances", *_LABELS.values(), "instances/color", "instances/image_positions")
 
 
 def find_shards(root: str | Path, split: str) -> list[Path]:
@@ -110,7 +112,7 @@ class MoviTFRecordDataset(Dataset):
         """Item `index` as numpy arrays (all frames)."""
         shard, offset, length = self.records[index]
         where = self.describe(index)
-        ex = parse_example(read_record(shard, offset, length), where)
+        ex = parse_example(read_record(shard, offset, length), where, keys=_READ)
         for key in ("video", "segmentations"):
             if key not in ex or not isinstance(ex[key], list):
                 raise ValueError(f"{where}: no {key!r} frames; is this a MOVi TFDS shard?")

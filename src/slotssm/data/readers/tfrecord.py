@@ -125,8 +125,12 @@ def _example_class():
 _EXAMPLE = None
 
 
-def parse_example(data: bytes, where: str = "record") -> dict[str, list[bytes] | np.ndarray]:
-    """A serialized tf.train.Example -> {name: list of bytes | float32 array | int64 array}."""
+def parse_example(data: bytes, where: str = "record", keys=None) -> dict[str, list[bytes] | np.ndarray]:
+    """A serialized tf.train.Example -> {name: list of bytes | float32 array | int64 array}.
+
+    keys: convert only these features (a MOVi record also holds flow fields of s x h x w x 2 int64 values that
+    converting would cost more than the frames); None converts all.
+    """
     from google.protobuf.message import DecodeError
 
     example = _example_class()()
@@ -135,7 +139,9 @@ def parse_example(data: bytes, where: str = "record") -> dict[str, list[bytes] |
     except DecodeError as err:
         raise ValueError(f"{where}: not a tf.train.Example ({err})") from err
     out: dict[str, list[bytes] | np.ndarray] = {}
-    for name, feature in example.features.feature.items():
+    features = example.features.feature
+    for name in features if keys is None else [k for k in keys if k in features]:
+        feature = features[name]
         kind = feature.WhichOneof("kind")
         if kind == "bytes_list":
             out[name] = list(feature.bytes_list.value)
