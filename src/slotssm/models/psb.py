@@ -6,9 +6,10 @@ P head width, C frames already cached, S keys = (C + T) * M.
 Learned initial slots (K, D) are broadcast over time and refined by `num_layers` blocks; one block on s (B, T, K, D):
     s = s + InvCrossAttn(LN s_t, LN tokens of frames t' <= t)    (1) binding: per step, the K slots compete for
                                                                       every token (softmax over slots x heads), then
-                                                                      each slot's weights are renormalised over the
-                                                                      tokens; `cross_window` = n > 0 restricts the
-                                                                      frames to t-n+1..t (0: every frame <= t)
+                                                                      each slot's weights, times exp(learned bias of
+                                                                      t - t'), are renormalised over the tokens;
+                                                                      `cross_window` = n > 0 restricts the frames to
+                                                                      t-n+1..t (0: every frame <= t)
     s = s + TimeAttn(LN s over t' <= t, same slot index)          (2) causal, with a learned per-head bias indexed by
                                                                       t - t' (clipped at max_distance)
     s = s + SlotAttn(LN s over the K slots of step t)             (3) objects meet within a step
@@ -42,7 +43,7 @@ from slotssm.params import no_decay, slot_table
 
 
 def stepwise_inverted_attention(attn: InvertedAttention, x: Tensor, k: Tensor, v: Tensor,
-                                allowed: Tensor) -> tuple[Tensor, Tensor]:
+                                allowed: Tensor, key_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """InvertedAttention with one query group per step: the softmax over queries runs over the K slots of each step.
 
     Args:
@@ -50,6 +51,9 @@ def stepwise_inverted_attention(attn: InvertedAttention, x: Tensor, k: Tensor, v
         x: queries (B, T, K, D) (already normalised).
         k, v: keys and values (B, H, S, P).
         allowed: bool (T, S), True where step t may read key s.
+        key_weight: positive (H, T, S) | None, multiplies the weights after the softmax over slots and before the
+            renormalisation over keys (the relative-time bias; a bias on the logits would cancel in that softmax,
+            which runs over slots that all share it).
     Returns:
         out (B, T, K, D); attn (B, H, T, K, S): weights after the softmax over (H, K), before renormalising over keys.
     Equals `attn` applied step by step to (x[:, t], the allowed keys) (tested).
@@ -61,8 +65,9 @@ def stepwise_inverted_attention(attn: InvertedAttention, x: Tensor, k: Tensor, v
     # wholly allowed or wholly masked: normalise without the mask, then zero the masked groups (one factor for both).
     w = (logits - logits.amax(dim=(1, 3), keepdim=True)).exp_()  # (B, H, T, K, S)
     w = w * (allowed[:, None, :].to(w.dtype) / w.sum(dim=(1, 3), keepdim=True))  # (B, 1, T, 1, S) factor
-    o = torch.einsum("bhtks,bhsp->bhtkp", w, v)  # (B, H, T, K, P)
-    o = o / (w.sum(dim=-1, keepdim=True) + attn.eps)  # renormalise over the keys (after the product: cheaper)
+    wk = w if key_weight is None else w * key_weight[None, :, :, None, :]  # (B, H, T, K, S)
+    o = torch.einsum("bhtks,bhsp->bhtkp", wk, v)  # (B, H, T, K, P)
+    o = o / (wk.sum(dim=-1, keepdim=True) + attn.eps)  # renormalise over the keys (after the product: cheaper)
     return attn.out_proj(rearrange(o, "b h t k p -> b t k (h p)")), w
 
 
@@ -127,6 +132,9 @@ class PSBBlock(nn.Module):
         self.cross = InvertedAttention(d, cfg.cross_heads)
         self.time = SelfAttentionBlock(d, h, mlp=False, causal=True, dropout=cfg.dropout)
         self.rel_bias = no_decay(nn.Parameter(torch.zeros(h, cfg.max_distance + 1)))  # (H, max_distance + 1)
+        # (1)'s relative-time bias (official PSB): log-weight of a frame t - t' steps back in the renormalisation
+        # over tokens, so a step can tell its own frame's tokens from older ones. Zero at the start (all frames alike).
+        self.cross_bias = no_decay(nn.Parameter(torch.zeros(cfg.cross_heads, cfg.max_distance + 1)))
         self.space = SelfAttentionBlock(d, h, mlp=True, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
         self.window, self.chunk = cfg.cross_window, cfg.cross_chunk
 
@@ -154,7 +162,11 @@ class PSBBlock(nn.Module):
             hi = num_cached + t1  # frames read: lo .. hi-1
             allowed = cross_mask(t1 - t0, num_cached + t0 - lo, m, self.window, s.device)  # (T', (hi-lo)*M)
             keys, values = k[:, :, lo * m:hi * m], v[:, :, lo * m:hi * m]  # (B, H, (hi-lo)*M, P)
-            o, w = stepwise_inverted_attention(self.cross, q[:, t0:t1], keys, values, allowed)
+            query = num_cached + t0 + torch.arange(t1 - t0, device=s.device)[:, None]  # (T', 1) absolute steps
+            frame = lo + torch.arange((hi - lo) * m, device=s.device) // m  # ((hi-lo)*M,) absolute frames
+            dist = (query - frame).clamp(0, self.cross_bias.shape[1] - 1)  # future pairs are masked anyway
+            weight = self.cross_bias.exp()[:, dist]  # (H, T', (hi-lo)*M)
+            o, w = stepwise_inverted_attention(self.cross, q[:, t0:t1], keys, values, allowed, weight)
             outs.append(o)
             if return_attention:  # each step's weights on its own frame (relative index num_cached + t - lo)
                 steps = torch.arange(t1 - t0, device=s.device)
