@@ -91,6 +91,28 @@ def test_header_mismatch_is_named(stored):
         load(root)
 
 
+@pytest.mark.parametrize("where", ["parent", "absolute", "etc"])
+def test_manifest_file_outside_the_root_is_refused_before_opening(stored, tmp_path, monkeypatch, where):
+    root, _ = stored
+    outside = tmp_path / "outside.npy"
+    np.save(outside, np.load(root / "masses.npy"))  # a valid file: only the path check can stop it
+    file = {"parent": "../outside.npy", "absolute": str(outside), "etc": "../../../../etc/passwd"}[where]
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["arrays"]["masses"]["file"] = file
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail(f"np.load{a} before the path was checked"))
+    for call in (lambda: load(root), lambda: load(root, verify=True), lambda: VideoDataset(root)):
+        with pytest.raises(ValueError, match=r"manifest\.json: arrays\.masses\.file: .* outside the dataset root"):
+            call()
+    assert opened == [], opened  # nothing opened through open() either (the manifest is read with read_text)
+    with pytest.raises(ValueError, match="outside") as err:
+        load(root)
+    assert file in str(err.value)
+
+
 def test_video_dataset_items(stored):
     root, _ = stored
     ds = VideoDataset(root)

@@ -92,7 +92,24 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(manifest, dict) or "arrays" not in manifest:
         raise ValueError(f"{path}: not a dataset manifest (no 'arrays' field)")
+    _check_paths(path, manifest["arrays"])
     return manifest
+
+
+def _check_paths(path: Path, entries: Any) -> None:
+    """Every entry's "file" is a relative path inside the dataset root: checked before anything is opened.
+
+    Resolved (symlinks followed, only stat'ed) so that neither ``../..`` nor a link out of the root gets through.
+    """
+    if not isinstance(entries, dict):
+        raise ValueError(f"{path}: 'arrays' must map keys to entries, got {type(entries).__name__}")
+    root = path.parent.resolve()
+    for key, entry in entries.items():
+        file = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(file, str) or not file:
+            raise ValueError(f"{path}: arrays.{key}.file: expected a file name, got {file!r}")
+        if Path(file).is_absolute() or not (root / file).resolve().is_relative_to(root):
+            raise ValueError(f"{path}: arrays.{key}.file: {file!r} is outside the dataset root {root}")
 
 
 def _check_file(path: Path, entry: dict[str, Any], verify: bool) -> None:
