@@ -46,18 +46,70 @@ def test_frame_grid(tmp_path):
         viz.frame_grid({}, tmp_path / "empty.png")
 
 
-def test_attention_argmax_maps(tmp_path):
+def _extent(img, colour, min_run):
+    """(top, bottom, left, right) of the pixels of `colour` in rows/columns holding at least `min_run` of them.
+
+    Panels are large blocks of one colour; the small swatches of the colour key and text edges fall below min_run.
+    """
+    mask = (img[..., :3] == colour).all(-1)
+    ys, xs = np.flatnonzero(mask.sum(1) >= min_run), np.flatnonzero(mask.sum(0) >= min_run)
+    return ys.min(), ys.max(), xs.min(), xs.max()
+
+
+def _keep_figure(monkeypatch):
+    figs = []
+    monkeypatch.setattr(viz.plt, "close", figs.append)
+    return figs
+
+
+def test_attention_argmax_maps_layout_and_labels(tmp_path, monkeypatch):
+    T, h, w, K = 10, 2, 4, 10
+    attn = np.zeros((T, h * w, K))
+    attn[np.arange(T), :, np.arange(T)] = 1.0  # every patch of step t goes to slot t
+    figs = _keep_figure(monkeypatch)
+    img = iio.imread(viz.attention_argmax_maps(attn, tmp_path / "maps.png", grid=(h, w), scale=4, pad=2))
+    pal = viz.slot_palette(K)
+    boxes = [_extent(img, pal[t], 90) for t in range(T)]
+    (fig,) = figs
+    assert all(ax.bbox.height >= 96 - 0.5 and ax.bbox.width >= 192 - 0.5 for ax in fig.axes)  # (2 x 4) * 4 * 12
+    for top, bottom, left, right in boxes:  # the slot colour itself fills the panel (less its frame line)
+        assert bottom - top + 1 >= 92 and right - left + 1 >= 2 * 92
+    tops, lefts = [b[0] for b in boxes], [b[2] for b in boxes]
+    assert len(set(tops[:8])) == 1 and len(set(lefts[:8])) == 8 and lefts == sorted(lefts[:8]) + lefts[:2]
+    assert tops[8] == tops[9] > boxes[0][1]  # steps 8 and 9 wrap into a second row, under steps 0 and 1
+    assert img.shape[0] > 2 * 96 + 40 and img.shape[1] >= 8 * 192  # room for the title, step titles and key
+    assert "Slot attention" in fig._suptitle.get_text()
+    assert [ax.get_title() for ax in fig.axes] == [f"t={t}" for t in range(T)]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [f"slot {k}" for k in range(K)]
+    viz.plt.close("all")
+
+
+def test_attention_argmax_maps_patches_and_frames(tmp_path, monkeypatch):
+    T, h, w, K = 3, 2, 4, 8
+    attn = np.zeros((T, h * w, K))
+    attn[:, np.arange(h * w), np.arange(h * w)] = 1.0  # patch m goes to slot m
+    figs = _keep_figure(monkeypatch)
+    img = iio.imread(viz.attention_argmax_maps(attn[:1], tmp_path / "one.png", grid=(h, w), scale=4))
+    pal = viz.slot_palette(K)
+    top, bottom, left, right = _extent(img, pal[0], 40)  # patch 0: one 48 x 48 block (8 px map x 12, nearest)
+    assert bottom - top + 1 >= 46 and right - left + 1 >= 46
+    below, right_of = _extent(img, pal[w], 40), _extent(img, pal[1], 40)
+    assert below[0] == bottom + 1 and below[2] == left  # row-major: patch w sits right under patch 0
+    assert right_of[2] == right + 1 and right_of[0] == top
+    # with frames: a "frame" row above a "slots" overlay row, both labelled, each panel >= 96 px
+    frames = _frames(T=T, H=8, W=16)
+    img = iio.imread(viz.attention_argmax_maps(attn, tmp_path / "over.png", grid=(h, w), frames=frames))
+    fig = figs[-1]
+    assert len(fig.axes) == 2 * T and all(ax.bbox.height >= 96 - 0.5 and ax.bbox.width >= 192 - 0.5 for ax in fig.axes)
+    assert {"frame", "slots"} <= {t.get_text() for t in fig.texts}
+    assert img.shape[0] >= 2 * 96 + 40 and img.shape[1] >= T * 192
+    viz.plt.close("all")
+
+
+def test_attention_argmax_maps_gif_and_errors(tmp_path):
     T, h, w, K = 3, 2, 4, 5
     attn = np.zeros((T, h * w, K))
-    ids = np.arange(h * w) % K
-    attn[:, np.arange(h * w), ids] = 1.0  # patch m goes to slot m % K
-    path = viz.attention_argmax_maps(attn, tmp_path / "maps.png", grid=(h, w), scale=4, pad=2)
-    img = iio.imread(path)
-    assert img.shape == (h * 4, T * (w * 4 + 2) - 2, 3)
-    pal = viz.slot_palette(K)
-    np.testing.assert_array_equal(img[0, 0], pal[0])  # patch 0 -> slot 0
-    np.testing.assert_array_equal(img[4, 0], pal[ids[w]])  # first patch of row 1
-    np.testing.assert_array_equal(img[0, w * 4], [255, 255, 255])  # padding column
+    attn[:, np.arange(h * w), np.arange(h * w) % K] = 1.0
     # (T, h, w, K) input with frames, as a GIF: one frame per step, rows (frames, overlay) stacked
     frames = _frames(T=T, H=8, W=16)
     gif = viz.attention_argmax_maps(torch.as_tensor(attn.reshape(T, h, w, K)), tmp_path / "maps.gif", frames=frames)

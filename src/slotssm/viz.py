@@ -125,6 +125,10 @@ def _join(images: list[np.ndarray], axis: int, pad: int) -> np.ndarray:
     return np.concatenate(parts, axis=axis)
 
 
+_PANEL_MIN = 96  # each panel of the attention picture is at least this many pixels on its short side
+_PANEL_COLS = 8  # at most this many time steps per row; more wrap into further rows
+
+
 def attention_argmax_maps(attn: Any, path: str | Path, grid: tuple[int, int] | None = None, *,
                           frames: Any = None, scale: int = 8, pad: int = 2) -> Path:
     """Colour each patch by the slot with the largest attention (paper App. D.1); saves a PNG (or a GIF).
@@ -134,10 +138,12 @@ def attention_argmax_maps(attn: Any, path: str | Path, grid: tuple[int, int] | N
         grid: (h, w) for (T, M, K) input (default: square).
         frames: optional (T, height, width[, C]) shown above the maps, with the maps over them at half opacity
             below (maps are then enlarged to height x width; height and width must be multiples of h and w).
-        scale: enlargement of the maps when no frames are given.  pad: white pixels between columns/rows.
+        scale: enlargement of the maps when no frames are given.  pad: white pixels between panels (at least 8
+            in the PNG, where step titles need the room).
 
-    Output: a PNG strip with one column per time step (width T * (w' + pad) - pad), or, when `path` ends with
-    .gif, one frame per time step (the rows stacked).
+    Output: a titled PNG with one panel per time step ("t=0", "t=1", ...), at most 8 per row (more wrap), each
+    panel enlarged (nearest neighbour) to at least 96 px on its short side, and a colour key naming the slots;
+    or, when `path` ends with .gif, one frame per time step (frames and overlay stacked, not enlarged).
     """
     a = _np(attn)
     if a.ndim == 3:
@@ -151,18 +157,52 @@ def attention_argmax_maps(attn: Any, path: str | Path, grid: tuple[int, int] | N
     T, h, w, K = a.shape
     maps = slot_palette(K)[a.argmax(-1)]  # (T, h, w, 3)
     if frames is None:
-        rows = [maps.repeat(scale, 1).repeat(scale, 2)]
+        rows = {"slots": maps.repeat(scale, 1).repeat(scale, 2)}
     else:
         f = to_uint8(frames)
         if len(f) != T or f.shape[1] % h or f.shape[2] % w:
             raise ValueError(f"frames: expected ({T}, multiple of {h}, multiple of {w}[, C]), got {f.shape}")
         big = maps.repeat(f.shape[1] // h, 1).repeat(f.shape[2] // w, 2)
-        rows = [f, ((f.astype(np.uint16) + big) // 2).astype(np.uint8)]
+        rows = {"frame": f, "slots": ((f.astype(np.uint16) + big) // 2).astype(np.uint8)}
     path = _prepare(path)
     if path.suffix.lower() == ".gif":
-        return save_gif(np.concatenate(rows, axis=1), path)
-    strips = [_join(list(r), axis=1, pad=pad) for r in rows]  # each (h', T * (w' + pad) - pad, 3)
-    iio.imwrite(path, _join(strips, axis=0, pad=pad))
+        return save_gif(np.concatenate(list(rows.values()), axis=1), path)
+    return _panel_figure(rows, K, path, gap=max(pad, 8))
+
+
+def _panel_figure(rows: dict[str, np.ndarray], K: int, path: Path, gap: int, dpi: int = 100) -> Path:
+    """Lay out rows {name: (T, h', w', 3)} as titled panels in pixel units (no tight_layout), with a slot key."""
+    from matplotlib.patches import Patch
+
+    T, h, w = next(iter(rows.values())).shape[:3]
+    s = max(1, math.ceil(_PANEL_MIN / min(h, w)))  # integer factor: nearest-neighbour enlargement
+    ph, pw = h * s, w * s
+    cols, groups, R = min(T, _PANEL_COLS), math.ceil(T / _PANEL_COLS), len(rows)
+    left, top, step_h, sub_gap = (56 if R > 1 else 8), 36, 18, 4
+    group_h = step_h + R * ph + (R - 1) * sub_gap
+    key_cols = max(1, min(K, 8, (max(cols * (pw + gap), 420) - 16) // 72))
+    bottom = 12 + 22 * math.ceil(K / key_cols)
+    W = max(left + cols * pw + (cols - 1) * gap + 8, 420)
+    H = top + groups * group_h + (groups - 1) * gap + bottom
+    fig = plt.figure(figsize=(W / dpi, H / dpi), dpi=dpi, facecolor="white")
+    for t in range(T):
+        g, c = divmod(t, cols)
+        x = left + c * (pw + gap)
+        for r, (name, imgs) in enumerate(rows.items()):
+            y = top + g * (group_h + gap) + step_h + r * (ph + sub_gap)  # top edge of the panel, from the top
+            ax = fig.add_axes((x / W, 1 - (y + ph) / H, pw / W, ph / H))
+            ax.imshow(imgs[t].repeat(s, 0).repeat(s, 1), interpolation="nearest", aspect="auto")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"t={t}", fontsize=9, pad=3)
+            if R > 1 and c == 0:
+                fig.text((left - 4) / W, 1 - (y + ph / 2) / H, name, ha="right", va="center", fontsize=9)
+    fig.suptitle(f"Slot attention: argmax slot per patch ({K} slots)", y=1 - 8 / H, va="top", fontsize=11)
+    pal = slot_palette(K) / 255.0
+    fig.legend([Patch(color=pal[k]) for k in range(K)], [f"slot {k}" for k in range(K)], loc="lower center",
+               ncol=key_cols, fontsize=8, frameon=False, handlelength=1.2, columnspacing=1.0)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
     return path
 
 
