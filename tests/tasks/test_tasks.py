@@ -8,6 +8,7 @@ import torch
 
 from slotssm.models import list_models
 from slotssm.tasks import get_task, list_tasks
+from slotssm.train.config import apply_overrides
 
 EXPECTED = {
     "video_prediction": {"rollout_mse", "rollout_mse_first", "rollout_mse_last", "mse_step_1"},
@@ -175,3 +176,39 @@ def test_blinking_class_metrics_split_where_from_which_colour():
     assert m["ball_iou"] == pytest.approx(3 / 5)
     assert m["colour_acc"] == pytest.approx(3 / 4)
     assert "colour_acc" not in class_metrics(pred, target, palette)
+
+
+def test_blinking_sub_patch_tokens_and_finer_decoder(tmp_path):
+    """App. C.3: each step's patch is cut into sub-patches (several tokens per step) with in-frame and frame-index
+    embeddings; the decoder has its own patch side."""
+    from slotssm.data import patchify
+    from slotssm.tasks.blinking_balls import PatchSequenceEmbedding
+
+    emb = PatchSequenceEmbedding(8, 16, 12, subpatch=4, max_frames=3)
+    frames = torch.randint(0, 256, (2, 3, 16, 16, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        x = emb(frames)
+        assert x.shape == (2, 3 * 4, 4, 12)  # L = T * M steps, 4 sub-patch tokens each
+        step, sub = 6, 3  # frame 1, patch 2 (top-right... row 1, col 0), sub-patch bottom-right
+        t, m = divmod(step, 4)
+        r, c = divmod(m, 2)
+        pix = frames[0, t, r * 8 + 4: r * 8 + 8, c * 8 + 4: c * 8 + 8].float().reshape(-1) / 255.0
+        expected = emb.proj(pix) + emb.pos[m, sub] + emb.pos_time[t]
+        torch.testing.assert_close(x[0, step, sub], expected)
+        # the same pixels with subpatch = patch are one token: the patch itself
+        whole = PatchSequenceEmbedding(8, 16, 12, max_frames=3)
+        assert whole(frames).shape == (2, 12, 1, 12)
+        torch.testing.assert_close(whole.proj(patchify(frames.float() / 255.0, 8))[0, step], whole(frames)[0, step, 0]
+                                   - whole.pos[m, 0] - whole.pos_time[t])
+    task_cls = get_task("blinking_balls")
+    cfg = apply_overrides(task_cls.default_config("tiny", "slotssm"), ["data.subpatch=4", "data.decoder_patch=4"])
+    task = task_cls(cfg, tmp_path)
+    model = task.build_model()
+    train, _ = task.datasets()
+    batch = task.collate([train[i] for i in range(2)])
+    assert model.head.num_patches == 16  # (16 / 4)^2 decoder queries
+    loss, _ = task.loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder.proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="subpatch"):
+        apply_overrides(cfg, ["data.subpatch=3"])

@@ -2,10 +2,13 @@
 
 Legend: B batch, T context frames, L = T * M sequence steps, M patches per frame, p patch side, K slots, D width.
 
-The context frames are cut into p x p patches and fed as ONE long sequence of L = T * M steps, one patch per step
-(a linear patch embedding plus a learned embedding of the patch's position in its frame). The slots of the last
-step are decoded by the transformer decoder into the target image, a 7-way class per pixel (background, white,
-five colours), trained with cross-entropy. The target depends on colours seen anywhere in the context (rule
+The context frames are cut into p x p patches and fed as ONE long sequence of L = T * M steps, one patch per step.
+As in App. C.3 each step's patch is itself an image cut into s x s sub-patches (`subpatch`), so a step holds
+(p / s)^2 tokens: a linear embedding of each sub-patch plus learned embeddings of its position in the frame and of
+the frame's index. (With a single token per step, s = p, cross-attention gives all K slots the same update: the
+spread of the update over the slots was measured at 0.0, so slots cannot specialise.) The slots of the last step
+are decoded by the transformer decoder, with its own finer patch side (`decoder_patch`, one query per patch), into
+the target image, a 7-way class per pixel (background, white, five colours), trained with cross-entropy. The target depends on colours seen anywhere in the context (rule
 "earliest" or "most_frequent"), so the model must carry information across the whole sequence.
 Evaluation: pixel accuracy, accuracy on ball pixels (target class != 0), MSE of the rendered palette image.
 """
@@ -40,6 +43,8 @@ class BlinkingBallsConfig:
     image_size: int = 64
     num_frames: int = 40  # context frames T
     patch: int = 8  # L = T * (image_size / patch)^2 steps (40 x 64 = 2560)
+    subpatch: int = 0  # tokens per step: (patch / subpatch)^2 sub-patches of the step's patch (0: subpatch = patch)
+    decoder_patch: int = 0  # the decoder's patch side: (image_size / decoder_patch)^2 queries (0: = patch)
     num_objects: int = 4
     rule: str = "earliest"  # "earliest" | "most_frequent"
     num_train: int = 2000
@@ -55,12 +60,25 @@ class BlinkingBallsConfig:
         check_source("blinking_balls", self.source, "crop", self.root)
         if self.image_size % self.patch:
             raise ValueError(f"patch: must divide image_size={self.image_size}, got {self.patch}")
+        if self.subpatch < 0 or (self.subpatch and self.patch % self.subpatch):
+            raise ValueError(f"subpatch: expected 0 or a divisor of patch={self.patch}, got {self.subpatch}")
+        if self.decoder_patch < 0 or (self.decoder_patch and self.image_size % self.decoder_patch):
+            raise ValueError(f"decoder_patch: expected 0 or a divisor of image_size={self.image_size}, "
+                             f"got {self.decoder_patch}")
         if self.rule not in ("earliest", "most_frequent"):
             raise ValueError(f"rule: expected 'earliest' or 'most_frequent', got {self.rule!r}")
 
     @property
     def seq_len(self) -> int:
         return self.num_frames * (self.image_size // self.patch) ** 2
+
+    @property
+    def sub(self) -> int:
+        return self.subpatch or self.patch
+
+    @property
+    def dec_patch(self) -> int:
+        return self.decoder_patch or self.patch
 
 
 PRESETS = {
@@ -92,20 +110,32 @@ def class_metrics(pred: Tensor, target: Tensor, palette: Tensor, colour: Tensor 
 
 
 class PatchSequenceEmbedding(nn.Module):
-    """frames (B, T, H, W, 3) uint8 -> tokens (B, T*M, 1, D_in): one patch per step, with its in-frame position."""
+    """frames (B, T, H, W, 3) uint8 -> tokens (B, T*M, S, D_in): one p x p patch per step, cut into S = (p/s)^2
+    sub-patches of side s, each a linear embedding + its position in the frame (a sin-cos start on the frame's grid of
+    sub-patches, learned) + the frame index's embedding (learned, `max_frames` of them)."""
 
-    def __init__(self, patch: int, image_size: int, d_in: int):
+    def __init__(self, patch: int, image_size: int, d_in: int, subpatch: int | None = None, max_frames: int = 1):
         super().__init__()
-        self.patch, self.side = patch, image_size // patch
-        self.m = self.side**2
-        self.proj = nn.Linear(patch * patch * 3, d_in)
-        self.pos = no_decay(nn.Parameter(sincos_2d(self.side, self.side, d_in)))  # (M, D_in), from a sin-cos start
+        s = subpatch or patch
+        self.patch, self.sub, self.side = patch, s, image_size // patch
+        self.m, self.per_step = self.side**2, (patch // s) ** 2
+        self.proj = nn.Linear(s * s * 3, d_in)
+        fine = image_size // s  # the frame's grid of sub-patches
+        grid = sincos_2d(fine, fine, d_in).reshape(self.side, patch // s, self.side, patch // s, d_in)
+        grid = grid.permute(0, 2, 1, 3, 4).reshape(self.m, self.per_step, d_in)  # (M, S, D_in): patch, then sub
+        self.pos = no_decay(nn.Parameter(grid))
+        self.pos_time = no_decay(nn.Parameter(torch.randn(max_frames, d_in) * 0.02))  # (T_max, D_in)
 
     def forward(self, frames: Tensor) -> Tensor:
-        seq = patchify(frames.float() / 255.0, self.patch)  # (B, T*M, p*p*3)
-        x = self.proj(seq)  # (B, L, D_in)
-        x = x + self.pos.repeat(x.shape[1] // self.m, 1)  # patch position inside its frame
-        return x[:, :, None]  # (B, L, 1, D_in)
+        t = frames.shape[1]
+        if t > self.pos_time.shape[0]:
+            raise ValueError(f"frames: expected at most {self.pos_time.shape[0]} frames (max_frames), got {t}")
+        seq = patchify(frames.float() / 255.0, self.patch)  # (B, T*M, p*p*3), pixels row-major, channels last
+        q = self.patch // self.sub
+        seq = seq.reshape(*seq.shape[:2], q, self.sub, q, self.sub, 3).transpose(3, 4)  # (B, L, q, q, s, s, 3)
+        x = self.proj(seq.reshape(*seq.shape[:2], q * q, -1))  # (B, L, S, D_in)
+        x = x + self.pos.repeat(t, 1, 1)  # position in the frame (L, S, D_in)
+        return x + self.pos_time[:t].repeat_interleave(self.m, 0)[:, None]  # + the frame index (L, 1, D_in)
 
 
 @register_task
@@ -116,9 +146,10 @@ class BlinkingBalls(PresetTask):
 
     def build_model(self):
         d, seq = self.config.data, build_sequence_model(self.config)
-        encoder = PatchSequenceEmbedding(d.patch, d.image_size, seq.input_dim)
-        head = TransformerDecoder(encoder.m, d.patch * d.patch * NUM_CLASSES, d.decoder_width, d.decoder_heads,
-                                  d.decoder_layers, d_slot=seq.d_model, grid=(encoder.side, encoder.side))
+        encoder = PatchSequenceEmbedding(d.patch, d.image_size, seq.input_dim, d.sub, max_frames=d.num_frames)
+        side = d.image_size // d.dec_patch
+        head = TransformerDecoder(side * side, d.dec_patch**2 * NUM_CLASSES, d.decoder_width, d.decoder_heads,
+                                  d.decoder_layers, d_slot=seq.d_model, grid=(side, side))
         return TaskModel(encoder, seq, head)
 
     def datasets(self):
@@ -134,14 +165,14 @@ class BlinkingBalls(PresetTask):
         d = self.config.data
         slots = model.seq(model.encoder(frames)).slots[:, -1]  # the last step's slots (B, K, D)
         patches, attn = model.head(slots, return_attention=return_attention)  # (B, M, p*p*7)
-        logits = unpatchify(patches, d.image_size, d.patch, channels=NUM_CLASSES)  # (B, 7, H, W)
+        logits = unpatchify(patches, d.image_size, d.dec_patch, channels=NUM_CLASSES)  # (B, 7, H, W)
         return (logits, attn) if return_attention else logits
 
     def probe(self, model, batch):
         d = self.config.data
         out = model.seq(model.encoder(batch["frames"]), return_attention=True)
         patches, attn = model.head(out.slots[:, -1], return_attention=True)  # (B, M, p*p*7), (B, M, K)
-        logits = unpatchify(patches, d.image_size, d.patch, channels=NUM_CLASSES)
+        logits = unpatchify(patches, d.image_size, d.dec_patch, channels=NUM_CLASSES)
         return ProbeOutput(out.slots, logits, (out.attention or {}).get("encoder"), attn)
 
     def loss(self, model, batch):
@@ -208,7 +239,7 @@ class BlinkingBalls(PresetTask):
                      "prediction": pal[logits.argmax(1)[0].cpu().numpy()]}
             paths.append(viz.frame_grid(rows, out_dir / f"context_{i}.png", max_cols=12))
             paths.append(viz.frame_grid({k: v[None] for k, v in extra.items()}, out_dir / f"target_vs_pred_{i}.png"))
-            grid = (d.image_size // d.patch,) * 2
+            grid = (d.image_size // d.dec_patch,) * 2
             paths.append(viz.attention_argmax_maps(attn.cpu().numpy(), out_dir / f"slot_attention_{i}.png", grid,
                                                    frames=extra["prediction"][None]))
         return [Path(p) for p in paths]
