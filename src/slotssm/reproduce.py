@@ -162,7 +162,7 @@ def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
     if pre:
         sets += list(exp.pretrain[variant])
     elif variant in exp.pretrain:
-        sets.append(f"data.init_from={_run_dir(root, variant, model, seed, True)}")
+        sets.append(f"train.init_from={_run_dir(root, variant, model, seed, True)}")
     final_steps = int([s for s in sets if s.startswith("train.steps=")][-1].split("=", 1)[1])
     settings = {"preset": args.preset, "sets": sets, "steps": final_steps}
     _check_reuse(run, settings)

@@ -76,15 +76,26 @@ def test_every_model_runs_on_every_task_interface(model, data_dir):
 
 
 def test_snitch_pretrain_then_finetune(data_dir, tmp_path):
+    from slotssm.config import apply_overrides
+    from slotssm.train.checkpoint import init_from_run, load_model_from_run
     from slotssm.train.trainer import train as run_training
 
     pre = make("snitch_localization", data_dir, objective="reconstruct")
     run_training(pre.config, tmp_path / "pre", data_dir=data_dir, progress=False)
-    fine = make("snitch_localization", data_dir, init_from=str(tmp_path / "pre"))
+    fine = make("snitch_localization", data_dir)
+    config = apply_overrides(fine.config, [f"train.init_from={tmp_path / 'pre'}"])
+    with pytest.warns(DeprecationWarning, match="train.init_from"):  # the old key still works
+        assert apply_overrides(fine.config, [f"data.init_from={tmp_path / 'pre'}"]) == config
     model = fine.build_model()
-    _, pre_model, _ = __import__("slotssm.train.checkpoint", fromlist=["x"]).load_model_from_run(tmp_path / "pre")
-    for a, b in zip(model.seq.state_dict().values(), pre_model.seq.state_dict().values()):
-        assert torch.equal(a, b)
+    init_from_run(model, config, data_dir)  # what the trainer does for a fresh run with train.init_from
+    _, pre_model, _ = load_model_from_run(tmp_path / "pre")
+    for name in ("encoder", "seq"):
+        for a, b in zip(getattr(model, name).state_dict().values(), getattr(pre_model, name).state_dict().values()):
+            assert torch.equal(a, b)
+    assert not torch.equal(model.head.out.weight, torch.zeros_like(model.head.out.weight))  # the head is its own
+    run_training(config, tmp_path / "fine", data_dir=data_dir, progress=False)  # the trainer applies it
+    with pytest.raises(ValueError, match="init_modules"):
+        init_from_run(model, apply_overrides(config, ["train.init_modules=(encoder,nope)"]), data_dir)
     with pytest.raises(ValueError, match="objective"):
         make("snitch_localization", data_dir, objective="nope")
 

@@ -165,3 +165,25 @@ def test_save_and_load_run_config(tmp_path):
     assert payload["overrides"] == ["train.steps=12", "model.hidden=8"] and "slotssm_version" in payload
     assert load_run_config(tmp_path) == cfg
     assert not [p for p in tmp_path.iterdir() if p.name != "config.json"]  # no temporary file left behind
+
+
+def test_config_files_written_before_init_from_still_load():
+    # Files written before train.init_from existed lack it (and may hold the old data.init_from): they still load.
+    cfg = apply_overrides(toy_config(), ["train.init_from=/runs/pre"])
+    d = config_to_dict(cfg)
+    del d["train"]["init_from"], d["train"]["init_modules"]
+    assert config_from_dict(d, toy_config()).train.init_from == ""
+    d["data"]["init_from"] = "/runs/pre"  # the old key of the snitch task
+    rebuilt = config_from_dict(d, toy_config())
+    assert rebuilt == cfg and "init_from" not in config_to_dict(rebuilt)["data"]
+
+
+def test_one_converter_for_text_and_json():
+    from slotssm.config import convert_value
+
+    assert convert_value("1e3", int, "k", text=True) == 1000
+    assert convert_value(1000, int, "k", text=False) == 1000
+    with pytest.raises(ValueError, match="k"):
+        convert_value("1000", int, "k", text=False)  # JSON holds numbers as numbers
+    assert convert_value("(1, 2)", tuple[int, ...], "k", text=True) == convert_value([1, 2], tuple[int, ...], "k",
+                                                                                     text=False) == (1, 2)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
 if TYPE_CHECKING:
-    from slotssm.train.config import RunConfig
+    from slotssm.config import RunConfig
 
 
 @dataclass

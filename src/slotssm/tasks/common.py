@@ -19,7 +19,7 @@ from slotssm.data import VideoDataset, get_or_generate
 from slotssm.models import build_model, list_models, model_config
 from slotssm.models.registry import get_entry
 from slotssm.tasks.base import Task
-from slotssm.train.config import OptimConfig, RunConfig, TrainConfig
+from slotssm.config import OptimConfig, RunConfig, TrainConfig
 
 VAL_SEED_OFFSET = 1_000_003  # validation videos come from a seed far from the training seed
 

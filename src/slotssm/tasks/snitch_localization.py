@@ -8,8 +8,8 @@ go to a small transformer predictor with one CLS token and a 36-way classifier (
 grid). Metrics: top-1, top-5 and the mean L1 distance in grid cells.
 
 Two settings of the paper: trained directly (`objective="classify"`), and pre-trained on reconstruction
-(`objective="reconstruct"`, a spatial broadcast decoder) then fine-tuned (`init_from=RUN_DIR` of the pre-training:
-its encoder and sequence model initialise the classifier's).
+(`objective="reconstruct"`, a spatial broadcast decoder) then fine-tuned (`train.init_from=RUN_DIR` of the
+pre-training: the trainer copies its encoder and sequence model into the classifier's).
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ class SnitchConfig:
     num_val: int = 200
     seed: int = 0
     objective: str = "classify"  # "classify" | "reconstruct" (pre-training)
-    init_from: str = ""  # run directory whose encoder + sequence model initialise this run
     cnn_channels: int = 64
     cnn_strides: tuple[int, ...] = (2, 2, 2, 1)
     predictor_layers: int = 2
@@ -112,20 +111,7 @@ class SnitchLocalization(PresetTask):
         else:
             head = SpatialBroadcastDecoder(seq.d_model, d.image_size, 3, d.decoder_hidden,
                                            resolution=min(d.image_size, d.decoder_resolution))
-        model = TaskModel(encoder, seq, head)
-        if d.init_from:
-            self._init_from(model, d.init_from)
-        return model
-
-    def _init_from(self, model: TaskModel, run_dir: str) -> None:
-        """Copy the encoder and sequence model of a pre-training run (same architecture) into `model`."""
-        from slotssm.train.checkpoint import load_model_from_run
-
-        _, pre, cfg = load_model_from_run(run_dir, "cpu", data_dir=self.data_dir)
-        if cfg.model != self.config.model:
-            raise ValueError(f"init_from: {run_dir} has model config {cfg.model}, this run has {self.config.model}")
-        model.encoder.load_state_dict(pre.encoder.state_dict())
-        model.seq.load_state_dict(pre.seq.state_dict())
+        return TaskModel(encoder, seq, head)
 
     def datasets(self):
         d = self.config.data

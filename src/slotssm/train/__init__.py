@@ -1,16 +1,16 @@
-"""Training: config dataclasses and overrides, the trainer (AMP, DDP via torchrun, checkpoint/resume, logs)."""
+"""Training: the trainer (AMP, DDP via torchrun, checkpoint/resume, logs)."""
 
 from slotssm.train.checkpoint import CheckpointError, load_model_from_run
-from slotssm.train.config import (
+from slotssm.config import (
     OptimConfig,
     RunConfig,
     TrainConfig,
     apply_overrides,
     config_from_dict,
     config_to_dict,
-    load_run_config,
     save_config,
 )
+from slotssm.train.config import load_run_config
 from slotssm.train.trainer import TrainingDivergedError, train
 
 __all__ = [

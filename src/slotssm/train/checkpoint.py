@@ -246,3 +246,20 @@ def load_model_from_run(run_dir, device="cpu", *, data_dir=None):
     model = task.build_model()
     load_model_weights(model, ckpt)
     return task, model.to(device).eval(), config
+
+
+def init_from_run(model: nn.Module, config, data_dir=None) -> None:
+    """Copy `config.train.init_modules` (top-level submodules, e.g. "encoder", "seq") of the model of the run
+    directory `config.train.init_from` into `model`: pre-training, then fine-tuning with another head.
+
+    The sequence model's config must be the same in both runs; a module the source lacks is an error.
+    """
+    run_dir, names = config.train.init_from, config.train.init_modules
+    _, source, source_cfg = load_model_from_run(run_dir, "cpu", data_dir=data_dir)
+    if "seq" in names and source_cfg.model != config.model:
+        raise ValueError(f"train.init_from: {run_dir} has model config {source_cfg.model}, this run has {config.model}")
+    for name in names:
+        mine, theirs = getattr(model, name, None), getattr(source, name, None)
+        if not isinstance(mine, nn.Module) or not isinstance(theirs, nn.Module):
+            raise ValueError(f"train.init_modules: {name!r} is not a module of both models (this run and {run_dir})")
+        mine.load_state_dict(theirs.state_dict())

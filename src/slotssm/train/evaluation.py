@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from slotssm.tasks.base import Task
-from slotssm.train.config import atomic_write_text
+from slotssm.config import atomic_write_text
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

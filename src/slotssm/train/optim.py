@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from slotssm.params import is_no_decay
-from slotssm.train.config import OptimConfig
+from slotssm.config import OptimConfig
 
 _NO_DECAY_MODULES = tuple(
     m

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from slotssm.train.config import OptimConfig
+from slotssm.config import OptimConfig
 
 
 def lr_multiplier(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:

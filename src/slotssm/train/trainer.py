@@ -36,6 +36,7 @@ from slotssm.train.checkpoint import (
     clear_divergence,
     find_checkpoint,
     find_valid_checkpoint,
+    init_from_run,
     load_model_weights,
     load_trainer_state,
     read_divergence,
@@ -43,13 +44,8 @@ from slotssm.train.checkpoint import (
     save_checkpoint,
     write_divergence,
 )
-from slotssm.train.config import (
-    RunConfig,
-    config_to_dict,
-    load_run_config,
-    read_config_file,
-    save_config,
-)
+from slotssm.config import RunConfig, config_to_dict, read_config_file, save_config
+from slotssm.train.config import load_run_config
 from slotssm.train.distributed import DistContext
 from slotssm.train.evaluation import amp_dtype, autocast, evaluate_model, write_eval_json
 from slotssm.train.metrics_log import MetricsLogger, read_metrics
@@ -145,7 +141,10 @@ def _prepare(config: RunConfig, out_dir: Path, data_dir: Path, *, resume, overri
 
     _seed_all(config.train.seed)  # the same initial weights on every process
     task = get_task(config.task)(config, data_dir)
-    model = task.build_model().to(ctx.device)
+    model = task.build_model()
+    if config.train.init_from and not (resume and ckpt is not None):  # a resumed run has its own weights
+        init_from_run(model, config, data_dir)
+    model = model.to(ctx.device)
     dist_utils.broadcast_module(model)
     optimizer = build_optimizer(model, config.train.optim)
     scheduler = build_scheduler(optimizer, config.train.optim, config.train.steps)
