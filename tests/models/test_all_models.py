@@ -95,3 +95,14 @@ def test_registry_errors():
         build_model("slotssm", bogus=1)
     with pytest.raises(ValueError, match="preset: model 'slotssm' has presets"):
         build_model("slotssm", preset="nope")
+
+
+def test_cls_pooler_is_the_slot_encoder_without_self_attention():
+    from slotssm.models.components import ClsPooler, SlotEncoder, frame_encoder
+
+    pooler = frame_encoder(8, 1, 2, 2, 2.0)
+    assert isinstance(pooler, ClsPooler) and isinstance(pooler, SlotEncoder)
+    assert not any("self_block" in name for name, _ in pooler.named_parameters())
+    assert any("self_block" in name for name, _ in frame_encoder(8, 3, 2, 2, 2.0).named_parameters())
+    out, attn = pooler(torch.randn(2, 5, 8), return_attention=True)
+    assert out.shape == (2, 1, 8) and attn.shape == (2, 1, 5)

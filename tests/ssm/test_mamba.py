@@ -83,3 +83,12 @@ def test_bad_input():
         m.step(torch.randn(2, 1, 16), m.init_state(2))
     with pytest.raises(ValueError, match="headdim"):
         Mamba2(16, headdim=5)
+
+
+def test_build_ssm_picks_the_block_by_kind():
+    from slotssm.ssm import Mamba, Mamba2, build_ssm
+
+    assert type(build_ssm("mamba", 8, d_state=4)) is Mamba
+    assert type(build_ssm("mamba2", 16, d_state=4, headdim=8)) is Mamba2
+    with pytest.raises(ValueError, match="kind"):
+        build_ssm("s4", 8)

@@ -8,12 +8,20 @@ Every model implements
     step(tokens_t, state) -> (slots_t, state)                                   # one frame (inference)
 and `step` run T times equals `forward` to float tolerance (tested for every registered model). `forward` also
 takes a state and returns the state after its last frame, so a long video can be processed in chunks.
+
+Three skeletons own `forward`/`step` once each; a model subclasses one and writes only what is its own:
+    LayerStackModel   input projection -> layers, each with its own recurrent state -> LayerNorm
+                      (SlotSSM, OC-SlotSSM, the single-state SSMs)
+    CachedModel       forward and step are one `_run` over new frames that appends to a KV cache
+                      (the transformers, PSB)
+    RecurrentModel    read every frame at once (the state-free part), then loop a frame update over time
+                      (SlotRNN, RIM, SAVi)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -159,3 +167,102 @@ def run_steps(model: SequenceModel, tokens: Tensor, state: Any = None) -> tuple[
         s, state = model.step(tokens_t, state)
         slots.append(s)
     return torch.stack(slots, dim=1), state
+
+
+class LayerStackModel(SequenceModel):
+    """tokens -> `input_proj` -> `layers` -> `norm`; the state is a list with one entry per layer.
+
+    A subclass builds `input_proj` (D_in -> D), `layers` and `norm`. Every layer has
+    `forward(s, x, state, return_attention) -> (s, state, maps | None)` on s (B, T, K_in, D) | None (first layer)
+    and x (B, T, M, D); `step(s_t, x_t, state) -> (s_t, state)`; `init_state(batch_size, device, dtype)`; and
+    `reads_tokens` (its "encoder" map is over the frame's tokens). Attention maps: each layer's under "<name><i>",
+    "encoder" of the last layer that reads tokens and "mixer" of the last layer (where it has one).
+    """
+
+    def init_state(self, batch_size, device=None, dtype=None) -> list:
+        self.check_batch_size(batch_size)
+        return [layer.init_state(batch_size, device, dtype) for layer in self.layers]
+
+    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
+        self.begin_forward(tokens, state)
+        x = self.input_proj(tokens)  # (B, T, M, D)
+        s, states, maps = None, [], {}
+        for i, layer in enumerate(self.layers):
+            s, st, m = layer(s, x, None if state is None else state[i], return_attention)  # (B, T, K, D)
+            states.append(st)
+            if m is not None:
+                maps.update({f"{k}{i}": v for k, v in m.items() if v is not None})
+        if return_attention:
+            last = len(self.layers) - 1
+            maps["encoder"] = next(maps[f"encoder{i}"] for i in reversed(range(last + 1)) if self.layers[i].reads_tokens)
+            if f"mixer{last}" in maps:
+                maps["mixer"] = maps[f"mixer{last}"]
+        return SequenceOutput(self.norm(s), maps if return_attention else None, states)
+
+    def step(self, tokens_t, state):
+        state = self.begin_step(tokens_t, state)
+        x = self.input_proj(tokens_t)  # (B, M, D)
+        s, new = None, []
+        for layer, st in zip(self.layers, state):
+            s, st = layer.step(s, x, st)  # (B, K, D)
+            new.append(st)
+        return self.norm(s), new
+
+
+class CachedModel(SequenceModel):
+    """`forward` and `step` over one `_run(tokens (B, T, M, D_in), state | None, return_attention) -> SequenceOutput`
+    that reads and extends a KV cache, so `step` is `_run` on one frame and chunked == whole."""
+
+    def _run(self, tokens: Tensor, state: Any, return_attention: bool) -> SequenceOutput:
+        raise NotImplementedError
+
+    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
+        self.check_tokens(tokens)
+        return self._run(tokens, state, return_attention)
+
+    def step(self, tokens_t, state):
+        self.check_step_tokens(tokens_t)
+        out = self._run(tokens_t[:, None], state, False)  # one frame: (B, 1, M, D_in)
+        return out.slots[:, 0], out.state
+
+
+class RecurrentModel(SequenceModel):
+    """Inherently sequential: `read` every frame at once (what does not depend on the state), then `frame` in a loop.
+
+    A subclass writes `read(tokens (..., M, D_in), return_attention) -> (features, maps | None)`, the features a
+    tensor or a tuple of tensors with the tokens' leading axes (time on axis 1 in `forward`), and
+    `frame(features_t, state, return_attention) -> (slots_t (B, K, D), state, maps | None)`. Per-frame maps are
+    stacked on axis 1; `encoder_map` names the one that is also returned as "encoder".
+    """
+
+    encoder_map: ClassVar[str] = "encoder"
+
+    def read(self, tokens: Tensor, return_attention: bool) -> tuple[Any, dict | None]:
+        raise NotImplementedError
+
+    def frame(self, features_t: Any, state: Any, return_attention: bool) -> tuple[Tensor, Any, dict | None]:
+        raise NotImplementedError
+
+    def step(self, tokens_t, state):
+        state = self.begin_step(tokens_t, state)
+        features, _ = self.read(tokens_t, False)
+        slots, state, _ = self.frame(features, state, False)
+        return slots, state
+
+    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
+        """Same as `step` frame by frame; `read` runs on all frames in one batch."""
+        self.begin_forward(tokens, state)
+        features, read_maps = self.read(tokens, return_attention)
+        if state is None:
+            state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
+        per_frame = features.unbind(1) if isinstance(features, Tensor) else zip(*(f.unbind(1) for f in features))
+        slots, maps = [], []
+        for f in per_frame:
+            s, state, m = self.frame(f, state, return_attention)  # (B, K, D)
+            slots.append(s)
+            maps.append(m)
+        stacked = None
+        if return_attention:
+            stacked = {**(read_maps or {}), **{k: torch.stack([m[k] for m in maps], 1) for k in maps[0]}}  # (B, T, ...)
+            stacked["encoder"] = stacked[self.encoder_map]
+        return SequenceOutput(torch.stack(slots, 1), stacked, state)

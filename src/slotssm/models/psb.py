@@ -37,7 +37,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from slotssm.layers import InvertedAttention, SelfAttentionBlock
-from slotssm.models.base import SequenceModel, SequenceOutput
+from slotssm.models.base import CachedModel, SequenceOutput
 from slotssm.models.registry import register_model
 from slotssm.params import no_decay, slot_table
 
@@ -200,8 +200,12 @@ TINY = dict(input_dim=12, d_model=16, num_slots=3, num_layers=2, num_heads=2, ma
     "snitch": dict(d_model=128, num_slots=8, num_layers=4, num_heads=4),
     "movi": dict(d_model=192, num_slots=11, num_layers=4, num_heads=4),
 })
-class PSB(SequenceModel):
-    """PSB encoder. tokens (B, T, M, D_in) -> slots (B, T, K, D); parallel over time, KV-cache `step`."""
+class PSB(CachedModel):
+    """PSB encoder. tokens (B, T, M, D_in) -> slots (B, T, K, D); parallel over time, KV-cache `step`.
+
+    Attention maps: "encoder" (B, T, K, M): the last block's inverted-attention weights (softmax over slots,
+    summed over heads) on the tokens of each step's own frame.
+    """
 
     def __init__(self, cfg: PSBConfig):
         super().__init__()
@@ -253,18 +257,3 @@ class PSB(SequenceModel):
             time.append(memory)
         maps = {"encoder": w} if return_attention else None  # last block; sums to 1 over slots per token
         return SequenceOutput(self.norm(s), maps, PSBState(state.offset + t, keep, kv, time))
-
-    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
-        """tokens (B, T, M, D_in), state | None -> slots (B, T, K, D), state after the last frame.
-
-        Attention maps: "encoder" (B, T, K, M): the last block's inverted-attention weights (softmax over slots,
-        summed over heads) on the tokens of each step's own frame.
-        """
-        self.check_tokens(tokens)
-        return self._run(tokens, state, return_attention)
-
-    def step(self, tokens_t, state):
-        """tokens_t (B, M, D_in), state -> slots_t (B, K, D), state."""
-        self.check_step_tokens(tokens_t)
-        out = self._run(tokens_t[:, None], state, False)
-        return out.slots[:, 0], out.state

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from slotssm.models.base import SequenceModel, SequenceOutput
+from slotssm.models.base import RecurrentModel
 from slotssm.models.registry import register_model
 from slotssm.params import no_decay, slot_table
 
@@ -132,7 +132,7 @@ TINY = dict(input_dim=12, d_model=16, num_slots=4, top_k=2, input_key_dim=8, num
     "snitch": dict(d_model=128, num_slots=8, top_k=5),
     "movi": dict(d_model=192, num_slots=11, top_k=7),
 })
-class RIM(SequenceModel):
+class RIM(RecurrentModel):
     """RIM: tokens (B, T, M, D_in) -> module states (B, T, K, D), frame by frame.
 
     State: RIMState(h (B, K, D), c (B, K, D) | None); before the first frame h is a learned (K, D), c zeros.
@@ -172,14 +172,17 @@ class RIM(SequenceModel):
             want_c = "None" if self.cfg.cell == "gru" else want
             raise ValueError(f"state: expected c {want_c} for a {self.cfg.cell} cell")
 
-    def _read(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """Frames (..., M, D_in) -> keys (..., M+1, A), values (..., M+1, D), the null token last. No state."""
+    encoder_map = "input"
+
+    def read(self, tokens: Tensor, return_attention: bool):
+        """Frames (..., M, D_in) -> (keys (..., M+1, A), values (..., M+1, D)), the null token last; None. No state."""
         x = self.norm_input(tokens)
         x = torch.cat([x, x.new_zeros(*x.shape[:-2], 1, x.shape[-1])], -2)  # (..., M+1, D_in)
-        return self.key(x), self.value(x)
+        return (self.key(x), self.value(x)), None
 
-    def _frame(self, keys: Tensor, values: Tensor, state: RIMState, return_attention: bool):
-        """keys (B, M+1, A), values (B, M+1, D), state -> slots (B, K, D), new state, maps of this frame | None."""
+    def frame(self, kv: tuple[Tensor, Tensor], state: RIMState, return_attention: bool):
+        """(keys (B, M+1, A), values (B, M+1, D)), state -> slots (B, K, D), new state, maps of this frame | None."""
+        keys, values = kv
         self._check_state(state, keys.shape[0])
         h, c = state
         logits = self.query(h) @ keys.transpose(1, 2) / math.sqrt(self.cfg.input_key_dim)  # (B, K, M+1)
@@ -197,25 +200,3 @@ class RIM(SequenceModel):
         if return_attention:
             maps = {"input": attn[..., :-1], "null": null, "active": active, "communication": comm}
         return h, RIMState(h, c), maps
-
-    def step(self, tokens_t, state):
-        state = self.begin_step(tokens_t, state)
-        slots, state, _ = self._frame(*self._read(tokens_t), state, False)
-        return slots, state
-
-    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
-        """Same as `step` frame by frame; the token keys and values (state-free) are computed for all frames at once."""
-        self.begin_forward(tokens, state)
-        keys, values = self._read(tokens)  # (B, T, M+1, A), (B, T, M+1, D)
-        if state is None:
-            state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
-        slots, maps = [], []
-        for k_t, v_t in zip(keys.unbind(1), values.unbind(1)):
-            s, state, m = self._frame(k_t, v_t, state, return_attention)
-            slots.append(s)
-            maps.append(m)
-        stacked = None
-        if return_attention:
-            stacked = {name: torch.stack([m[name] for m in maps], 1) for name in maps[0]}  # (B, T, ...)
-            stacked["encoder"] = stacked["input"]
-        return SequenceOutput(torch.stack(slots, 1), stacked, state)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from slotssm.layers import MLP, InvertedAttention, TransformerLayer
-from slotssm.models.base import SequenceModel, SequenceOutput
+from slotssm.models.base import RecurrentModel
 from slotssm.models.registry import register_model
 from slotssm.params import slot_table
 
@@ -87,7 +87,7 @@ TINY = dict(input_dim=12, d_model=16, num_slots=3, num_heads=2, predictor_layers
     "snitch": dict(d_model=128, num_slots=8, predictor_layers=5),
     "movi": dict(d_model=192, num_slots=11, predictor_layers=5),
 })
-class SAVi(SequenceModel):
+class SAVi(RecurrentModel):
     """SAVi: tokens (B, T, M, D_in) -> corrected slots (B, T, K, D), frame by frame.
 
     State: the predicted slots for the next frame (B, K, D). Attention maps (return_attention=True): "corrector"
@@ -131,16 +131,18 @@ class SAVi(SequenceModel):
             raise ValueError(f"conditioning: expected shape (B, K, C) = {want}, got {got}")
         return self.conditioning(conditioning.to(**self._param_like(device, dtype)))  # (B, K, D)
 
-    def _read(self, tokens: Tensor) -> Tensor:
-        """Frames (..., M, D_in) -> token features u (..., M, D). Independent of the state."""
-        return self.token_mlp(self.token_norm(tokens))
+    encoder_map = "corrector"
+
+    def read(self, tokens: Tensor, return_attention: bool) -> tuple[Tensor, None]:
+        """Frames (..., M, D_in) -> token features u (..., M, D), None. Independent of the state."""
+        return self.token_mlp(self.token_norm(tokens)), None
 
     def check_state(self, state, batch_size: int) -> None:
         want = (batch_size, self.num_slots, self.d_model)
         if not isinstance(state, Tensor) or tuple(state.shape) != want:
             raise ValueError(f"state: expected prior slots of shape {want}, got {tuple(getattr(state, 'shape', ()))}")
 
-    def _frame(self, u: Tensor, state: Tensor, return_attention: bool):
+    def frame(self, u: Tensor, state: Tensor, return_attention: bool):
         """u (B, M, D), prior (B, K, D) -> slots (B, K, D), next prior (B, K, D), maps | None."""
         self.check_state(state, u.shape[0])
         s, attn = self.corrector(state, u)  # (B, K, D), (B, K, M)
@@ -151,25 +153,3 @@ class SAVi(SequenceModel):
         if return_attention:
             maps = {"corrector": attn, "predictor": maps["self"]}
         return s, prior, maps
-
-    def step(self, tokens_t, state):
-        state = self.begin_step(tokens_t, state)
-        slots, state, _ = self._frame(self._read(tokens_t), state, False)
-        return slots, state
-
-    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
-        """Same as `step` frame by frame; the token MLP (state-free) runs on all frames at once."""
-        self.begin_forward(tokens, state)
-        u = self._read(tokens)  # (B, T, M, D)
-        if state is None:
-            state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
-        slots, maps = [], []
-        for u_t in u.unbind(1):
-            s, state, m = self._frame(u_t, state, return_attention)
-            slots.append(s)
-            maps.append(m)
-        stacked = None
-        if return_attention:
-            stacked = {name: torch.stack([m[name] for m in maps], 1) for name in maps[0]}  # (B, T, ...)
-            stacked["encoder"] = stacked["corrector"]
-        return SequenceOutput(torch.stack(slots, 1), stacked, state)

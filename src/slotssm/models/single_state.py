@@ -23,60 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 from einops import rearrange
-from torch import Tensor, nn
+from torch import nn
 
-from slotssm.layers import MLP, CrossAttentionBlock
-from slotssm.models.base import SequenceModel, SequenceOutput
+from slotssm.models.base import LayerStackModel
+from slotssm.models.components import frame_encoder, slot_mixer
 from slotssm.models.registry import register_model
-from slotssm.params import slot_table
-from slotssm.models.slotssm import SlotEncoder, SlotMixer
-from slotssm.ssm import Mamba, Mamba2
-
-
-class ClsPooler(nn.Module):
-    """One CLS token reads a frame: `num_layers` of [cross-attention to the context, MLP], then LN and a projection.
-
-    SlotEncoder with K = 1 minus the self-attention among CLS tokens (the identity for a single token).
-    context (B', S, D) -> (pooled (B', 1, D), attention (B', 1, S) averaged over heads | None).
-    """
-
-    def __init__(self, d_model: int, num_heads: int, num_layers: int = 3, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.cls = slot_table(1, d_model)  # (1, D)
-        self.layers = nn.ModuleList(
-            CrossAttentionBlock(d_model, num_heads, mlp=True, mlp_ratio=mlp_ratio) for _ in range(num_layers)
-        )
-        self.norm = nn.LayerNorm(d_model)
-        self.proj = nn.Linear(d_model, d_model)
-
-    def forward(self, context: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
-        q = self.cls.expand(context.shape[0], -1, -1)  # (B', 1, D)
-        maps = None
-        for layer in self.layers:
-            q, maps = layer(q, context, return_attention=return_attention)
-        attn = maps["cross"].mean(1) if return_attention else None  # (B', 1, S)
-        return self.proj(self.norm(q)), attn
-
-
-def frame_encoder(d_model: int, num_slots: int, num_heads: int, num_layers: int, mlp_ratio: float) -> nn.Module:
-    """The per-frame slot encoder: SlotSSM's SlotEncoder for K > 1, a ClsPooler for K = 1."""
-    if num_slots == 1:
-        return ClsPooler(d_model, num_heads, num_layers, mlp_ratio)
-    return SlotEncoder(d_model, num_slots, num_heads, num_layers, mlp_ratio)
-
-
-class ResidualMLP(nn.Module):
-    """x + MLP(LN x): the slot mixer of a single slot. (..., D) -> (..., D)."""
-
-    def __init__(self, d_model: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
-        super().__init__()
-        self.norm = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, mlp_ratio, dropout)
-
-    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, None]:
-        return x + self.mlp(self.norm(x)), None
+from slotssm.ssm import build_ssm
 
 
 @dataclass(frozen=True)
@@ -126,13 +79,6 @@ class SplitSSMConfig(SingleStateSSMConfig):
     num_slots: int = 6
 
 
-def build_ssm(cfg, width: int) -> nn.Module:
-    """Mamba or Mamba2 on inputs of `width` channels, from a config with ssm/d_state/d_conv/expand/headdim/impl."""
-    if cfg.ssm == "mamba":
-        return Mamba(width, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, impl=cfg.impl)
-    return Mamba2(width, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, headdim=cfg.headdim, impl=cfg.impl)
-
-
 class SingleStateSSMLayer(nn.Module):
     """One layer: [encoder] -> monolithic SSM over the concatenated slots -> slot mixer. (B, T, K, D) -> same."""
 
@@ -141,12 +87,14 @@ class SingleStateSSMLayer(nn.Module):
         d, k = cfg.d_model, cfg.num_slots
         self.num_slots = k
         self.encoder = frame_encoder(d, k, cfg.num_heads, cfg.encoder_layers, cfg.mlp_ratio) if first else None
+        self.reads_tokens = first
         self.norm_ssm = nn.LayerNorm(d)
-        self.ssm = build_ssm(cfg, cfg.ssm_width)
-        if k > 1:
-            self.mixer = SlotMixer(d, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
-        else:
-            self.mixer = ResidualMLP(d, cfg.mlp_ratio, cfg.dropout)
+        self.ssm = build_ssm(cfg.ssm, cfg.ssm_width, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
+                             headdim=cfg.headdim, impl=cfg.impl)
+        self.mixer = slot_mixer(d, k, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
+
+    def init_state(self, batch_size, device=None, dtype=None):
+        return self.ssm.init_state(batch_size, device, dtype)  # one state for all slots: batch B
 
     def forward(self, s, tokens, state=None, return_attention=False):
         """s (B, T, K, D) | None (first layer), tokens (B, T, M, D) -> s (B, T, K, D), state, maps."""
@@ -193,10 +141,12 @@ TINY = dict(input_dim=12, d_model=16, num_layers=2, num_heads=2, d_state=4, expa
     "snitch": dict(d_model=92, num_slots=8, d_state=16, expand=0.25, num_heads=4, encoder_layers=3),
     "movi": dict(d_model=112, num_slots=11, d_state=16, expand=0.25, num_heads=4, encoder_layers=3),
 }, defaults=dict(d_model=64, expand=0.25))
-class SingleStateSSM(SequenceModel):
+class SingleStateSSM(LayerStackModel):
     """Monolithic-state SSM over K slots (K = 1 or split). tokens (B, T, M, D_in) -> slots (B, T, K, D).
 
     The state is one SSMState per layer with batch B (not B*K): conv (B, E', W-1), ssm (B, E, N) for Mamba.
+    Attention maps: "encoder" (B, T, K, M) (first layer's CLS cross-attention, averaged over heads) and, for
+    K > 1, "mixer" (B, T, H, K, K) of the last layer.
     """
 
     def __init__(self, cfg: SingleStateSSMConfig):
@@ -206,37 +156,3 @@ class SingleStateSSM(SequenceModel):
         self.input_proj = nn.Linear(cfg.input_dim, cfg.d_model)
         self.layers = nn.ModuleList(SingleStateSSMLayer(cfg, first=i == 0) for i in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
-
-    def init_state(self, batch_size, device=None, dtype=None):
-        self.check_batch_size(batch_size)
-        return [layer.ssm.init_state(batch_size, device, dtype) for layer in self.layers]
-
-    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
-        """tokens (B, T, M, D_in), state from init_state/forward/step | None -> slots (B, T, K, D).
-
-        Attention maps: "encoder" (B, T, K, M) (first layer's CLS cross-attention, averaged over heads) and, for
-        K > 1, "mixer" (B, T, H, K, K) of the last layer.
-        """
-        self.begin_forward(tokens, state)
-        x = self.input_proj(tokens)  # (B, T, M, D)
-        s, states, maps = None, [], {}
-        for i, layer in enumerate(self.layers):
-            s, st, m = layer(s, x, None if state is None else state[i], return_attention)
-            states.append(st)
-            if m is not None:
-                maps.update({f"{k}{i}": v for k, v in m.items() if v is not None})
-        if return_attention:
-            maps["encoder"] = maps["encoder0"]
-            if self.num_slots > 1:
-                maps["mixer"] = maps[f"mixer{len(self.layers) - 1}"]
-        return SequenceOutput(self.norm(s), maps if return_attention else None, states)
-
-    def step(self, tokens_t, state):
-        """tokens_t (B, M, D_in), state -> slots_t (B, K, D), state."""
-        state = self.begin_step(tokens_t, state)
-        x = self.input_proj(tokens_t)  # (B, M, D)
-        s, new = None, []
-        for layer, st in zip(self.layers, state):
-            s, st = layer.step(s, x, st)
-            new.append(st)
-        return self.norm(s), new

@@ -18,12 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 
-from slotssm.models.base import SequenceModel, SequenceOutput
+from slotssm.models.base import RecurrentModel
+from slotssm.models.components import SlotEncoder, SlotMixer
 from slotssm.models.registry import register_model
-from slotssm.models.slotssm import SlotEncoder, SlotMixer
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ TINY = dict(input_dim=12, d_model=16, num_slots=3, num_layers=2, num_heads=2, en
     "snitch": dict(d_model=128, num_slots=8, num_heads=4, encoder_layers=3),
     "movi": dict(d_model=192, num_slots=11, num_heads=4, encoder_layers=3),
 })
-class SlotRNN(SequenceModel):
+class SlotRNN(RecurrentModel):
     """SlotRNN: tokens (B, T, M, D_in) -> slots (B, T, K, D), frame by frame.
 
     State: a list with one (B, K, D) tensor per layer (the mixed slots of the last frame; zeros before the first).
@@ -111,40 +110,18 @@ class SlotRNN(SequenceModel):
             if not isinstance(h, Tensor) or tuple(h.shape) != want:
                 raise ValueError(f"state: expected tensors of shape {want}, got {getattr(h, 'shape', type(h))}")
 
-    def _encode(self, tokens: Tensor, return_attention: bool) -> tuple[Tensor, Tensor | None]:
-        """Frames (B', M, D_in) -> slots (B', K, D), attention (B', K, M) | None. Independent of the state."""
-        return self.encoder(self.input_proj(tokens), return_attention)  # eqs. 18-22
+    def read(self, tokens: Tensor, return_attention: bool):
+        """Frames (..., M, D_in) -> slots (..., K, D), {"encoder": (..., K, M)} | None. Independent of the state."""
+        lead = tokens.shape[:-2]
+        e, attn = self.encoder(self.input_proj(tokens.reshape(-1, *tokens.shape[-2:])), return_attention)  # eqs. 18-22
+        maps = {"encoder": attn.reshape(*lead, *attn.shape[1:])} if return_attention else None
+        return e.reshape(*lead, *e.shape[1:]), maps
 
-    def _frame(self, e: Tensor, state: list[Tensor], return_attention: bool):
-        """Encoded slots e (B, K, D), state -> slots (B, K, D), new state, mixer attention (B, H, K, K) | None."""
+    def frame(self, e: Tensor, state: list[Tensor], return_attention: bool):
+        """Encoded slots e (B, K, D), state -> slots (B, K, D), new state, {"mixer": (B, H, K, K)} | None."""
         self._check_state(state, e.shape[0])
         new, attn = [], None
         for layer, h in zip(self.layers, state):
             e, attn = layer(e, h, return_attention)  # (B, K, D)
             new.append(e)
-        return self.norm(e), new, attn
-
-    def step(self, tokens_t, state):
-        state = self.begin_step(tokens_t, state)
-        e, _ = self._encode(tokens_t, False)  # (B, K, D)
-        slots, state, _ = self._frame(e, state, False)
-        return slots, state
-
-    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
-        """Same as `step` frame by frame, but the slot encoder (which does not read the state) runs on all frames
-        at once; only the GRU and the mixer loop over time."""
-        self.begin_forward(tokens, state)
-        bsz, t = tokens.shape[:2]
-        e, enc_attn = self._encode(rearrange(tokens, "b t m c -> (b t) m c"), return_attention)  # (B*T, K, D)
-        e = rearrange(e, "(b t) k d -> b t k d", b=bsz)
-        if state is None:
-            state = self.init_state(bsz, tokens.device, tokens.dtype)
-        slots, mixer = [], []
-        for e_t in e.unbind(1):
-            s, state, attn = self._frame(e_t, state, return_attention)  # (B, K, D)
-            slots.append(s)
-            mixer.append(attn)
-        maps = None
-        if return_attention:
-            maps = {"encoder": rearrange(enc_attn, "(b t) k m -> b t k m", b=bsz), "mixer": torch.stack(mixer, 1)}
-        return SequenceOutput(torch.stack(slots, 1), maps, state)
+        return self.norm(e), new, ({"mixer": attn} if return_attention else None)

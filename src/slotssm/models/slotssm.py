@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from slotssm.layers import CrossAttentionBlock, SelfAttentionBlock, TransformerLayer
-from slotssm.models.base import SequenceModel, SequenceOutput
+from slotssm.layers import CrossAttentionBlock
+from slotssm.models.base import LayerStackModel
+from slotssm.models.components import SlotEncoder, SlotMixer
 from slotssm.models.registry import register_model
 from slotssm.params import slot_table
-from slotssm.ssm import Mamba, Mamba2
+from slotssm.ssm import build_ssm
 
 
 @dataclass(frozen=True)
@@ -68,43 +68,6 @@ class SlotSSMConfig:
         return tuple(self.layer_slots) or (self.num_slots,) * self.num_layers
 
 
-class SlotEncoder(nn.Module):
-    """CLS tokens as queries, `num_layers` of [self-attn among them, cross-attn to the context, MLP], projected.
-
-    Paper §4.1 / App. C.1 eqs. 18-22. context (B', S, D) -> slots (B', K, D), cross-attention (B', K, S).
-    Also changes the slot count between layers (context = the previous layer's slots).
-    """
-
-    def __init__(self, d_model: int, num_slots: int, num_heads: int, num_layers: int = 3, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.cls = slot_table(num_slots, d_model)  # (K, D), std 1: distinct slots from the first step
-        self.layers = nn.ModuleList(
-            TransformerLayer(d_model, num_heads, cross=True, mlp_ratio=mlp_ratio) for _ in range(num_layers)
-        )
-        self.norm = nn.LayerNorm(d_model)
-        self.proj = nn.Linear(d_model, d_model)
-
-    def forward(self, context: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
-        q = self.cls.expand(context.shape[0], -1, -1)  # (B', K, D)
-        maps = None
-        for layer in self.layers:
-            q, maps = layer(q, context, return_attention=return_attention)
-        attn = maps["cross"].mean(1) if return_attention else None  # (B', K, S)
-        return self.proj(self.norm(q)), attn
-
-
-class SlotMixer(nn.Module):
-    """Self-attention across the slots of one frame, then an MLP (paper eqs. 9-10). (B', K, D) -> (B', K, D)."""
-
-    def __init__(self, d_model: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
-        super().__init__()
-        self.block = SelfAttentionBlock(d_model, num_heads, mlp=True, mlp_ratio=mlp_ratio, dropout=dropout)
-
-    def forward(self, s: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
-        s, maps = self.block(s, return_attention=return_attention)
-        return s, (maps["self"] if return_attention else None)
-
-
 class SlotSSMLayer(nn.Module):
     """One SlotSSM layer. Slots (B, T, K_in, D) [+ tokens (B, T, M, D)] -> slots (B, T, K, D)."""
 
@@ -122,12 +85,13 @@ class SlotSSMLayer(nn.Module):
             self.encoder = SlotEncoder(d, num_slots, h, cfg.encoder_layers if first else 1, cfg.mlp_ratio)
         self.reads_tokens = self.inverted or first
         self.norm_ssm = nn.LayerNorm(d)
-        if cfg.ssm == "mamba":
-            self.ssm = Mamba(d, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, impl=cfg.impl)
-        else:
-            self.ssm = Mamba2(d, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, headdim=cfg.headdim, impl=cfg.impl)
+        self.ssm = build_ssm(cfg.ssm, d, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
+                             headdim=cfg.headdim, impl=cfg.impl)
         self.mixer = SlotMixer(d, h, cfg.mlp_ratio, cfg.dropout)
         self.num_slots = num_slots
+
+    def init_state(self, batch_size, device=None, dtype=None):
+        return self.ssm.init_state(batch_size * self.num_slots, device, dtype)  # one state per slot: batch B*K
 
     def encode(self, s: Tensor | None, tokens: Tensor | None, return_attention: bool):
         """Per frame: s (B', K_in, D) | None, tokens (B', M, D) -> s (B', K, D), attention (B', K, M | K_in)."""
@@ -183,7 +147,7 @@ TINY = dict(input_dim=12, d_model=16, num_slots=3, num_layers=2, num_heads=2, d_
     "bouncing_balls": dict(encoder="inverted", d_model=64, num_slots=6, d_state=16, expand=2.0, num_heads=4),
     "snitch": dict(encoder="inverted", d_model=128, num_slots=8, d_state=16, expand=2.0, num_heads=4),
 }, defaults=dict(encoder="inverted"))
-class SlotSSM(SequenceModel):
+class SlotSSM(LayerStackModel):
     """SlotSSM (encoder="self_cross") or OC-SlotSSM (encoder="inverted"). tokens (B, T, M, D_in) -> (B, T, K, D)."""
 
     def __init__(self, cfg: SlotSSMConfig):
@@ -197,30 +161,3 @@ class SlotSSM(SequenceModel):
             SlotSSMLayer(cfg, k, first=i == 0, changes_count=i > 0 and k != ks[i - 1]) for i, k in enumerate(ks)
         )
         self.norm = nn.LayerNorm(cfg.d_model)
-
-    def init_state(self, batch_size, device=None, dtype=None):
-        self.check_batch_size(batch_size)
-        return [layer.ssm.init_state(batch_size * layer.num_slots, device, dtype) for layer in self.layers]
-
-    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
-        self.begin_forward(tokens, state)
-        x = self.input_proj(tokens)  # (B, T, M, D)
-        s, states, maps = None, [], {}
-        for i, layer in enumerate(self.layers):
-            s, st, m = layer(s, x, None if state is None else state[i], return_attention)
-            states.append(st)
-            if m is not None:
-                maps.update({f"{k}{i}": v for k, v in m.items() if v is not None})
-        if return_attention:  # the last token-reading encoder's map is the one users look at
-            maps["encoder"] = next(maps[f"encoder{i}"] for i in reversed(range(len(self.layers))) if self.layers[i].reads_tokens)
-            maps["mixer"] = maps[f"mixer{len(self.layers) - 1}"]
-        return SequenceOutput(self.norm(s), maps if return_attention else None, states)
-
-    def step(self, tokens_t, state):
-        state = self.begin_step(tokens_t, state)
-        x = self.input_proj(tokens_t)  # (B, M, D)
-        s, new = None, []
-        for layer, st in zip(self.layers, state):
-            s, st = layer.step(s, x, st)
-            new.append(st)
-        return self.norm(s), new

@@ -30,10 +30,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from slotssm.layers import SelfAttentionBlock
-from slotssm.models.base import SequenceModel, SequenceOutput
+from slotssm.models.base import CachedModel, SequenceOutput
+from slotssm.models.components import frame_encoder
 from slotssm.models.registry import register_model
 from slotssm.params import slot_table
-from slotssm.models.single_state import frame_encoder
 
 
 def sinusoidal_embedding(positions: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -117,8 +117,13 @@ TINY = dict(input_dim=12, d_model=16, num_layers=2, num_heads=2, encoder_layers=
     "snitch": dict(d_model=128, num_slots=8, num_layers=3, num_heads=4, encoder_layers=3),
     "movi": dict(d_model=192, num_slots=11, num_layers=3, num_heads=4, encoder_layers=3),
 })
-class TimeCausalTransformer(SequenceModel):
-    """Transformer (K = 1) / SlotTransformer (K > 1). tokens (B, T, M, D_in) -> slots (B, T, K, D)."""
+class TimeCausalTransformer(CachedModel):
+    """Transformer (K = 1) / SlotTransformer (K > 1). tokens (B, T, M, D_in) -> slots (B, T, K, D).
+
+    `forward(tokens, state=None)` returns the KV cache after the last frame as its state; `step` grows it by one
+    step. Attention maps: "encoder" (B, T, K, M) (the frame encoder's cross-attention, mean over heads) and "time"
+    (B, T, K, C+T, K) (last layer, mean over heads; zero on steps after the query's).
+    """
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -184,18 +189,3 @@ class TimeCausalTransformer(SequenceModel):
                 "time": rearrange(w["self"].mean(1), "b (t k) (s j) -> b t k s j", k=k, j=k),  # (B, T, K, C+T, K)
             }
         return SequenceOutput(slots, maps, TransformerState(state.offset + t, past))
-
-    def forward(self, tokens, *, state=None, return_attention=False) -> SequenceOutput:
-        """tokens (B, T, M, D_in), state | None -> slots (B, T, K, D); state = the KV cache after the last frame.
-
-        Attention maps: "encoder" (B, T, K, M) (the frame encoder's cross-attention, mean over heads) and "time"
-        (B, T, K, C+T, K) (last layer, mean over heads; zero on steps after the query's).
-        """
-        self.check_tokens(tokens)
-        return self._run(tokens, state, return_attention)
-
-    def step(self, tokens_t, state):
-        """tokens_t (B, M, D_in), state -> slots_t (B, K, D), state (the cache grows by one step)."""
-        self.check_step_tokens(tokens_t)
-        out = self._run(tokens_t[:, None], state, False)
-        return out.slots[:, 0], out.state

@@ -225,3 +225,16 @@ class Mamba2(nn.Module, _CausalConvMixin):
         y = torch.einsum("bhpn,bhn->bhp", h, C) + self.D[:, None] * xs
         y = self.norm(rearrange(y, "b h p -> b (h p)"), z)
         return self.out_proj(y), SSMState(conv_state, h)
+
+
+SSM_KINDS = ("mamba", "mamba2")
+
+
+def build_ssm(kind: str, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: float = 2.0, headdim: int = 64,
+              impl: str = "auto") -> Mamba | Mamba2:
+    """A Mamba ("mamba", Mamba1) or Mamba2 ("mamba2") block on inputs of `d_model` channels (`headdim`: Mamba2 only)."""
+    if kind == "mamba":
+        return Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand, impl=impl)
+    if kind == "mamba2":
+        return Mamba2(d_model, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim, impl=impl)
+    raise ValueError(f"kind: expected one of {SSM_KINDS}, got {kind!r}")
