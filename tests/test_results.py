@@ -46,3 +46,22 @@ def test_one_seed_shows_no_spread(tmp_path):
     page = write_results("object_centric", exp, results, 5, 60.0, tmp_path).read_text()
     assert "| a | 0.3000 (1 seed) |" in page and "+- 0.0000" not in page
     assert "| b | 0.3000 +- 0.1000 |" in page
+
+
+def test_identical_models_health_table_and_slot_pictures(tmp_path):
+    from slotssm.results import identical_models, write_results
+
+    exp = Experiment("snitch_localization", ("a", "b", "c"), ("top1", "top5"), higher_is_better=True)
+    health = {"health/slot_cosine": 0.99, "health/slot_sensitivity": 1e-6, "health/pred_sensitivity": 1e-7,
+              "health/constant_predictions": 1.0}
+    results = {("", "a", s, False): {"top1": 0.05, "top5": 0.2, **health} for s in (0, 1)}
+    results.update({("", "b", s, False): {"top1": 0.05, "top5": 0.2} for s in (0, 1)})
+    results.update({("", "c", s, False): {"top1": 0.05, "top5": 0.3 + s / 10} for s in (0, 1)})
+    rows = {m: {k: (0.05 if k == "top1" else r, 0.0, 2) for k, r in (("top1", 0), ("top5", 0.2 if m != "c" else .35))}
+            for m in "abc"}
+    assert identical_models(exp, rows) == [("a", "b")]
+    page = write_results("snitch_localization", exp, results, 5, 60.0, tmp_path,
+                         pictures={"": {"a": "snitch_slots/main-a.png"}}).read_text()
+    assert "**a and b return identical metrics**" in page and "**a and c" not in page
+    assert "| a | 0.99 | 1e-06 | 1e-07 | 1 |" in page  # health of the runs that logged it
+    assert "![a: slots](snitch_slots/main-a.png)" in page

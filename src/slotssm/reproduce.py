@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,7 +167,7 @@ def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
     settings = {"preset": args.preset, "sets": sets, "steps": final_steps}
     _check_reuse(run, settings)
     if (run / "eval.json").exists():
-        return json.loads((run / "eval.json").read_text())["metrics"]
+        return _eval_record(run)
     cmd = [sys.executable, "-m", "slotssm", "train", exp.task, "--model", model, "--preset", args.preset,
            "--out", str(run), "--data-dir", args.data_dir, "--no-progress"] + [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -178,7 +178,26 @@ def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
         code = subprocess.call(cmd + resume, stdout=log, stderr=subprocess.STDOUT, env=env)
     if code != 0:
         raise RuntimeError(f"run failed ({code}): {' '.join(cmd)}; see {run / 'train.log'}")
-    return json.loads((run / "eval.json").read_text())["metrics"]
+    return _eval_record(run)
+
+
+def _eval_record(run: Path) -> dict:
+    """A finished run's metrics, with its training-health summary as `health/<name>` entries (when it has one)."""
+    record = json.loads((run / "eval.json").read_text())
+    health = {f"health/{k}": v for k, v in record.get("health", {}).items() if isinstance(v, (int, float))}
+    return {**record["metrics"], **health}
+
+
+def progress_line(exp: Experiment, p: tuple, metrics: dict, run_s: float, done: int, total: int,
+                  elapsed_s: float) -> str:
+    """One line per finished run: count, variant, model, seed, the headline metric, the run's minutes and an ETA
+    (the mean wall time per finished run so far, times the runs left; runs found finished count as instant)."""
+    variant, model, seed, pre = p
+    head = exp.metrics[0]
+    value = f"{head} {metrics[head]:.4f}" if (not pre and head in metrics) else "pre-training done"
+    eta = elapsed_s / done * (total - done) / 60
+    return (f"  [{done}/{total}] {variant or '-'} {model}{' (pre-training)' if pre else ''} seed {seed}: {value} "
+            f"({run_s / 60:.1f} min); ETA {eta:.0f} min")
 
 
 def _run_seconds(run: Path) -> float:
@@ -199,6 +218,41 @@ def references(exp: Experiment, args) -> dict:
     return out
 
 
+SLOT_PICTURES = ("slot_masks.png", "slot_attention.png", "slot_attention_0.png")  # by preference, as tasks write them
+
+
+def slot_pictures(exp: Experiment, args, root: Path, results_dir: Path) -> dict[str, dict[str, str]]:
+    """{variant: {model: path relative to results_dir}}: each model's slot masks or decoder slot attention on
+    held-out videos (paper App. D.1), from its seed-0 run; tasks without such a picture (a classifier) give none."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from slotssm.train.checkpoint import load_model_from_run
+
+    out: dict[str, dict[str, str]] = {}
+    fig_dir = results_dir / f"{args.experiment}_slots"
+    for variant in exp.variants:
+        for model_name in exp.models:
+            run = _run_dir(root, variant, model_name, 0, False)
+            if not (run / "eval.json").exists():
+                continue
+            task, model, _ = load_model_from_run(run, "cpu", data_dir=args.data_dir)
+            with tempfile.TemporaryDirectory() as tmp:
+                written = {Path(p).name: Path(p) for p in
+                           task.visualise(model.eval(), task.datasets()[1], Path(tmp), device=torch.device("cpu"))}
+                pick = next((written[n] for n in SLOT_PICTURES if n in written), None)
+                if pick is None:
+                    continue
+                fig_dir.mkdir(parents=True, exist_ok=True)
+                label = "".join(c if c.isalnum() or c in "=-" else "_" for c in variant) or "main"
+                dest = fig_dir / f"{label}-{model_name}.png"
+                shutil.copyfile(pick, dest)
+                out.setdefault(variant, {})[model_name] = dest.relative_to(results_dir).as_posix()
+    return out
+
+
 def run_reproduce(args) -> int:
     exp = EXPERIMENTS[args.experiment]
     root = Path(args.runs_dir) / args.experiment
@@ -216,17 +270,22 @@ def run_reproduce(args) -> int:
     print(f"{args.experiment}: {len(plan)} runs x {steps} steps, {args.jobs} in parallel")
     results = {}
     pre_runs = [p for p in plan if p[3]]
+    started, done = time.perf_counter(), 0
     for batch in (pre_runs, [p for p in plan if not p[3]]):  # pre-training first: fine-tuning reads its weights
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = {p: pool.submit(_train, exp, args, root, *p, steps) for p in batch}
-            for p, f in futures.items():
+            futures = {pool.submit(_train, exp, args, root, *p, steps): p for p in batch}
+            for f in as_completed(futures):
+                p = futures[f]
                 results[p] = f.result()
-                print(f"  done {p[0] or '-'} {p[1]}{' (pre-training)' if p[3] else ''} seed {p[2]}", flush=True)
+                done += 1
+                print(progress_line(exp, p, results[p], _run_seconds(_run_dir(root, *p)), done, len(plan),
+                                    time.perf_counter() - started), flush=True)
     from slotssm.results import write_results
 
     run_s = sum(_run_seconds(_run_dir(root, *p)) for p in plan)
     page = write_results(args.experiment, exp, results, steps, run_s, Path(args.results_dir),
                          args.preset, tuple(exp.overrides) + tuple(args.overrides),
-                         references=references(exp, args))
+                         references=references(exp, args),
+                         pictures=slot_pictures(exp, args, root, Path(args.results_dir)))
     print(f"results: {page}")
     return 0

@@ -88,6 +88,44 @@ def _verdict(exp, rows: dict, refs: dict) -> str | None:
             "still separate the models from the references).")
 
 
+HEALTH_COLUMNS = ("slot_cosine", "slot_sensitivity", "pred_sensitivity", "constant_predictions")
+
+
+def _health_lines(exp, results: dict, variant: str) -> list[str]:
+    """A table of the training-health summary (slotssm.train.health) per model at the end of training, mean over
+    seeds; `constant_predictions` is the fraction of seeds whose last probe found a constant prediction."""
+    rows = {}
+    for (v, model, _seed, pre), res in results.items():
+        if v == variant and not pre and any(k.startswith("health/") for k in res):
+            for c in HEALTH_COLUMNS:
+                rows.setdefault(model, {}).setdefault(c, []).append(res.get(f"health/{c}", np.nan))
+    if not rows:
+        return []
+    out = ["Training health at the last probe (mean over seeds): slot pairwise cosine (near 1: collapsed slots), "
+           "slot and prediction sensitivity to the input (near 0: the input is ignored), fraction of seeds with "
+           "constant predictions.", "", "| model | " + " | ".join(HEALTH_COLUMNS) + " |",
+           "|---" * (len(HEALTH_COLUMNS) + 1) + "|"]
+    for model in exp.models:
+        if model in rows:
+            vals = [float(np.nanmean(rows[model][c])) if np.isfinite(rows[model][c]).any() else np.nan
+                    for c in HEALTH_COLUMNS]
+            out.append(f"| {model} | " + " | ".join("-" if not np.isfinite(x) else f"{x:.3g}" for x in vals) + " |")
+    return out + [""]
+
+
+def identical_models(exp, rows: dict) -> list[tuple[str, str]]:
+    """Pairs of models whose every reported metric has the same mean to 4 decimals: a sign that both return the
+    same (often constant) answer, not that they are equally good."""
+    pairs = []
+    models = [m for m in exp.models if m in rows]
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            shared = [m for m in exp.metrics if m in rows[a] and m in rows[b]]
+            if shared and all(round(rows[a][m][0], 4) == round(rows[b][m][0], 4) for m in shared):
+                pairs.append((a, b))
+    return pairs
+
+
 def _plot(name: str, exp, summary: dict, results: dict, path: Path, refs: dict) -> Path:
     from slotssm import viz
 
@@ -107,9 +145,11 @@ def _plot(name: str, exp, summary: dict, results: dict, path: Path, refs: dict) 
 
 
 def write_results(name: str, exp, results: dict, steps: int, run_s: float, out_dir: Path, preset: str = "small",
-                  overrides: tuple[str, ...] = (), references: dict | None = None) -> Path:
+                  overrides: tuple[str, ...] = (), references: dict | None = None,
+                  pictures: dict | None = None) -> Path:
     """Write out_dir/NAME.md, .png and .json. run_s: summed wall time of the runs; references: {variant: {name:
-    metrics}} of model-free answers (`Task.reference_metrics`), listed under the models."""
+    metrics}} of model-free answers (`Task.reference_metrics`), listed under the models; pictures: {variant:
+    {model: path relative to out_dir}} of each model's slot masks / decoder attention (paper App. D.1)."""
     references = references or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarise(exp, results)
@@ -143,6 +183,12 @@ def write_results(name: str, exp, results: dict, steps: int, run_s: float, out_d
         verdict = _verdict(exp, rows, refs)
         if verdict:
             lines += [verdict, ""]
+        for a, b in identical_models(exp, rows):
+            lines += [f"**{a} and {b} return identical metrics** (every mean equal to 4 decimals): most likely the "
+                      "same constant answer; see their prediction sensitivity below.", ""]
+        lines += _health_lines(exp, results, variant)
+        for model, picture in (pictures or {}).get(variant, {}).items():
+            lines += [f"![{model}: slots]({picture})", ""]
     lines += [f"![{name}]({plot.name})", "", "Raw numbers: `" + f"{name}.json" + "`.", ""]
     page = out_dir / f"{name}.md"
     page.write_text("\n".join(lines))

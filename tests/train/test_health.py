@@ -44,11 +44,11 @@ def test_attention_entropy_finds_the_normalised_axis():
 def _fresh_probe(name: str, cls_std: float | None = None):
     torch.manual_seed(0)
     model = build_model(name, preset="tiny").eval()
-    if cls_std is not None:  # an old-style start: every slot query (nearly) the same
+    if cls_std is not None:  # an old-style start: slot queries N(0, cls_std^2), as before the std-1 fix (0.02)
         with torch.no_grad():
             for p_name, p in model.named_parameters():
                 if p_name.endswith("cls") and p.shape[0] > 1:
-                    p.copy_(p[:1].expand_as(p) + cls_std * torch.randn_like(p))
+                    p.copy_(cls_std * torch.randn_like(p))
     tokens = torch.randn(4, 3, 6, model.input_dim)
     out = model(tokens, return_attention=True)
     return out, health.probe_metrics(ProbeOutput(out.slots, out.slots.mean(2), out.attention.get("encoder")))
@@ -63,8 +63,8 @@ def test_fresh_models_give_finite_probes_in_range_and_are_not_collapsed(name):
     assert m["constant_predictions"] == 0.0
 
 
-def test_identical_slot_starts_are_flagged_and_std1_starts_are_not():
-    _, collapsed = _fresh_probe("slotssm", cls_std=0.0)
+def test_old_style_slot_starts_are_flagged_and_std1_starts_are_not():
+    _, collapsed = _fresh_probe("slotssm", cls_std=0.02)
     assert collapsed["slot_cosine"] > health.COLLAPSE_COSINE and collapsed["collapsed_slots"] == 1.0
     assert any("slots collapsed" in w for w in health.warnings_for(collapsed))
     _, fresh = _fresh_probe("slotssm")

@@ -88,13 +88,14 @@ class SpatialBroadcastDecoder(nn.Module):
         out_channels: C.  hidden: conv width.
         initial_size: side of the broadcast grid.  resolution: side of the decoded maps (default image_size);
             resolution / initial_size must be a power of 2.
+        group_norm: a GroupNorm(1, hidden) after every hidden conv, as the official SlotSSMs decoder.
 
     forward(slots (B*, K, Ds)) -> (image (B*, C, S, S), masks (B*, K, 1, S, S), rgb (B*, K, C, S, S)) with
     S = image_size; masks sum to 1 over K.
     """
 
     def __init__(self, d_slot: int, image_size: int, out_channels: int = 3, hidden: int = 64, *,
-                 initial_size: int = 8, resolution: int | None = None) -> None:
+                 initial_size: int = 8, resolution: int | None = None, group_norm: bool = False) -> None:
         super().__init__()
         resolution = image_size if resolution is None else resolution
         ups = math.log2(resolution / initial_size) if resolution >= initial_size else -1.0
@@ -106,12 +107,14 @@ class SpatialBroadcastDecoder(nn.Module):
         self.initial_size, self.resolution = initial_size, resolution
         self.norm = nn.LayerNorm(d_slot)  # paper Table 4 "Slot Normalization"
         self.pos = SoftPositionEmbedding(d_slot)
+        norm = (lambda: [nn.GroupNorm(1, hidden)]) if group_norm else (lambda: [])  # noqa: E731
         layers: list[nn.Module] = []
         c_in = d_slot
         for _ in range(int(ups)):
-            layers += [nn.ConvTranspose2d(c_in, hidden, 5, stride=2, padding=2, output_padding=1), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(c_in, hidden, 5, stride=2, padding=2, output_padding=1), *norm(), nn.ReLU()]
             c_in = hidden
-        layers += [nn.Conv2d(c_in, hidden, 5, padding=2), nn.ReLU(), nn.Conv2d(hidden, out_channels + 1, 3, padding=1)]
+        layers += [nn.Conv2d(c_in, hidden, 5, padding=2), *norm(), nn.ReLU(),
+                   nn.Conv2d(hidden, out_channels + 1, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, slots: Tensor) -> tuple[Tensor, Tensor, Tensor]:
