@@ -45,6 +45,7 @@ class ObjectCentricConfig:
     decoder_hidden: int = 64
     decoder_resolution: int = 64  # decode at this size, upsample to image_size (saves CPU time)
     decoder_norm: bool = False  # GroupNorm in the spatial broadcast decoder's hidden layers (official SlotSSMs)
+    even_masks: bool = False  # the decoder's alpha logits start at 0: every slot an equal share of every pixel
     source: str = "generated"  # or a reader (movi, folder) of real data at `root` (slotssm.data.sources, docs/data.md)
     root: str = ""  # the dataset's path when source is a reader
     resize: str = "crop"  # real frames to image_size: "crop" (central square) or "stretch" (whole frame)
@@ -85,7 +86,7 @@ class ObjectCentric(PresetTask):
         encoder = CNNEncoder(3, seq.input_dim, channels=d.cnn_channels, num_layers=len(d.cnn_strides),
                              strides=d.cnn_strides)
         head = SpatialBroadcastDecoder(seq.d_model, d.image_size, 3, d.decoder_hidden, resolution=d.decoder_resolution,
-                                       group_norm=d.decoder_norm)
+                                       group_norm=d.decoder_norm, even_masks=d.even_masks)
         return TaskModel(encoder, seq, head)
 
     def datasets(self):

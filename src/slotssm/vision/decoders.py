@@ -89,13 +89,17 @@ class SpatialBroadcastDecoder(nn.Module):
         initial_size: side of the broadcast grid.  resolution: side of the decoded maps (default image_size);
             resolution / initial_size must be a power of 2.
         group_norm: a GroupNorm(1, hidden) after every hidden conv, as the official SlotSSMs decoder.
+        even_masks: the alpha channel of the last conv starts at zero, so every slot starts with an equal share
+            (1 / K) of every pixel; with distinct (std-1) slots a random start gives one slot the largest alpha
+            almost everywhere, and it keeps the whole frame.
 
     forward(slots (B*, K, Ds)) -> (image (B*, C, S, S), masks (B*, K, 1, S, S), rgb (B*, K, C, S, S)) with
     S = image_size; masks sum to 1 over K.
     """
 
     def __init__(self, d_slot: int, image_size: int, out_channels: int = 3, hidden: int = 64, *,
-                 initial_size: int = 8, resolution: int | None = None, group_norm: bool = False) -> None:
+                 initial_size: int = 8, resolution: int | None = None, group_norm: bool = False,
+                 even_masks: bool = False) -> None:
         super().__init__()
         resolution = image_size if resolution is None else resolution
         ups = math.log2(resolution / initial_size) if resolution >= initial_size else -1.0
@@ -116,6 +120,10 @@ class SpatialBroadcastDecoder(nn.Module):
         layers += [nn.Conv2d(c_in, hidden, 5, padding=2), *norm(), nn.ReLU(),
                    nn.Conv2d(hidden, out_channels + 1, 3, padding=1)]
         self.net = nn.Sequential(*layers)
+        if even_masks:
+            with torch.no_grad():
+                layers[-1].weight[-1].zero_()
+                layers[-1].bias[-1].zero_()
 
     def forward(self, slots: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         s, lead = _check_slots(slots, self.d_slot)  # (B', K, Ds)
