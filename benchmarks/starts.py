@@ -40,7 +40,7 @@ def _load_health():
 def _frames_and_prediction(task_name: str, task, model, batch):
     """(slots, encoder attention | None, prediction) for the probes, the same way in either version."""
     import torch
-    from slotssm.tasks.common import to_float_frames
+    from slotssm.tasks.model import to_float_frames
 
     if task_name == "video_prediction":
         frames = to_float_frames(batch["frames"])[:, :-1]

@@ -104,3 +104,14 @@ class VideoDataset(Dataset):
                 a = np.take(a, np.asarray(frames, dtype=np.int64), axis=dims.index("time") - 1)
             item[key] = to_tensor(a)
         return self.transform(item) if self.transform is not None else item
+
+
+def to_device(batch, device):
+    """Tensors of a batch (a tensor, or dicts/lists/tuples of them, nested) moved to `device`; the rest unchanged."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch

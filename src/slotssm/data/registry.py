@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,6 @@ __all__ = [
     "resolve_params",
     "video_rngs",
     "generate",
-    "iter_batches",
 ]
 
 
@@ -168,14 +167,3 @@ def generate(name: str, num_videos: int, seed: int = 0, *, offset: int = 0, **pa
     if missing:  # a generator bug, not a user error
         raise RuntimeError(f"generator {name!r} did not return {sorted(missing)}")
     return out
-
-
-def iter_batches(
-    name: str, num_videos: int, seed: int = 0, *, batch_size: int = 256, **params: Any
-) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """Yield ``(offset, arrays)`` batches that together form ``generate(name, num_videos, seed, **params)``."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-    for start in range(0, num_videos, batch_size):
-        count = min(batch_size, num_videos - start)
-        yield start, generate(name, count, seed, offset=start, **params)

@@ -24,13 +24,13 @@ IMPLS = {
 
 @functools.cache
 def has_numba() -> bool:
-    return importlib.util.find_spec("numba") is not None
+    return importlib.util.find_spec("numba") is not None  # a dependency; False only in a broken install
 
 
 @functools.cache
 def has_fused(op: str) -> bool:
     """The fused CPU kernel for `op` exists (numba importable and the kernel implemented)."""
-    if not has_numba() or importlib.util.find_spec("slotssm.ssm.fused") is None:
+    if not has_numba():
         return False
     from slotssm.ssm import fused
 

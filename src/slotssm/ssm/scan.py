@@ -15,7 +15,7 @@ Implementations (all take and return a state; all equal to `ref` to float tolera
              all chunks together), the chunk-end states are carried by a loop over chunks, and each position adds its
              carried-in state times its within-chunk cumulative decay exp(sum dt*A) (a product of factors <= 1:
              no division by cumulative products). ~2*sqrt(T) sequential steps instead of T: for GPUs.
-  "fused"    numba kernel for CPU tensors (slotssm.ssm.fused), when numba is importable.
+  "fused"    numba kernel for CPU tensors (slotssm.ssm.fused; numba is a dependency).
   "cuda"     mamba_ssm's CUDA kernel (an error if asked for and not installed).
   "auto"     resolved per device by `slotssm.ssm.kernels.resolve_impl` and logged once.
 """

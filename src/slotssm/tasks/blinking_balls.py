@@ -26,10 +26,11 @@ from torch import Tensor, nn
 from slotssm.data import patchify
 from slotssm.params import no_decay
 from slotssm.data.sources import check_source
-from slotssm.tasks.common import (
-    VAL_SEED_OFFSET, Preset, PresetTask, TaskModel, batch_iter, build_sequence_model, generated_split, mean_dict,
-    to_device,
-)
+from slotssm.data.dataset import to_device
+from slotssm.tasks.datasets import VAL_SEED_OFFSET, generated_split
+from slotssm.tasks.evaluation import batch_iter, mean_dict
+from slotssm.tasks.model import TaskModel, build_sequence_model
+from slotssm.tasks.presets import Preset, PresetTask
 from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
 from slotssm.vision import TransformerDecoder, sincos_2d

@@ -1,7 +1,7 @@
 """Registry of tasks by name: `register_task` (class decorator), `get_task(name)`, `list_tasks()`.
 
 The concrete task modules register themselves when imported; this module imports the ones listed in
-`TASK_MODULES` the first time a task is looked up, so `get_task("bouncing_balls")` works without importing the
+`TASK_MODULES` the first time a task is looked up, so `get_task("video_prediction")` works without importing the
 module by hand. A module that fails to import is an error, never a silently missing task.
 """
 
@@ -11,7 +11,7 @@ import importlib
 
 from slotssm.tasks.base import Task
 
-# Modules holding the concrete tasks, e.g. "slotssm.tasks.bouncing_balls"; added as those modules land.
+# Modules holding the concrete tasks; a new task adds its module here.
 TASK_MODULES: tuple[str, ...] = (
     "slotssm.tasks.video_prediction",
     "slotssm.tasks.blinking_balls",

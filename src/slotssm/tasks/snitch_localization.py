@@ -26,10 +26,11 @@ from slotssm import metrics
 from slotssm.layers import TransformerLayer
 from slotssm.params import no_decay
 from slotssm.data.sources import SplitRequest, check_source, source_splits
-from slotssm.tasks.common import (
-    VAL_SEED_OFFSET, Preset, PresetTask, TaskModel, batch_iter, build_sequence_model, generated_split, to_device,
-    to_float_frames,
-)
+from slotssm.data.dataset import to_device
+from slotssm.tasks.datasets import VAL_SEED_OFFSET, generated_split
+from slotssm.tasks.evaluation import batch_iter
+from slotssm.tasks.model import TaskModel, build_sequence_model, to_float_frames
+from slotssm.tasks.presets import Preset, PresetTask
 from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
 from slotssm.vision import CNNEncoder, SpatialBroadcastDecoder

@@ -26,6 +26,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from slotssm.config import RunConfig, config_to_dict, read_config_file, save_config
+from slotssm.data.dataset import to_device
 from slotssm.tasks.base import Task
 from slotssm.tasks.registry import get_task
 from slotssm.train import distributed as dist_utils
@@ -44,7 +46,6 @@ from slotssm.train.checkpoint import (
     save_checkpoint,
     write_divergence,
 )
-from slotssm.config import RunConfig, config_to_dict, read_config_file, save_config
 from slotssm.train.config import load_run_config
 from slotssm.train.distributed import DistContext
 from slotssm.train.evaluation import amp_dtype, autocast, evaluate_model, write_eval_json
@@ -160,7 +161,7 @@ def _prepare(config: RunConfig, out_dir: Path, data_dir: Path, *, resume, overri
     run.logger = MetricsLogger(out_dir, enabled=ctx.is_main, resume_step=run.step if resume else None)
     if ctx.is_main and config.train.health and type(task).probe is not Task.probe and len(val_set) >= 2:
         items = [val_set[i] for i in range(min(health.PROBE_VIDEOS, len(val_set)))]
-        run.probe_batch = _to_device(task.collate(items), ctx.device)
+        run.probe_batch = to_device(task.collate(items), ctx.device)
     return run
 
 
@@ -276,7 +277,7 @@ def _loop(run: _Run, *, progress: bool) -> None:
     run.started = time.perf_counter()
     try:
         while run.step < cfg.steps:
-            batch = _to_device(next(batches), run.ctx.device)
+            batch = to_device(next(batches), run.ctx.device)
             window.add(*_train_step(run, batch, params))
             run.data.advance(run.sampler.batches_per_epoch)
             run.step += 1
@@ -379,16 +380,6 @@ def _diverged(run: _Run, what: str, value: float):
 
 def _autocast(run: _Run):
     return autocast(run.ctx.device, run.amp_dtype)
-
-
-def _to_device(batch, device: torch.device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
 
 
 class _Window:
