@@ -20,22 +20,9 @@ COMMAND_MODULES = (
 )
 
 
-def catalogue() -> str:
-    """The tasks with their presets, and the models with theirs: what `slotssm list` and `train --help` print."""
-    from slotssm.models import list_models, list_presets
-    from slotssm.tasks.registry import get_task, list_tasks
-
-    tasks = {name: get_task(name).presets for name in list_tasks()}
-    models = {name: list_presets(name) for name in list_models()}
-    width = max(map(len, [*tasks, *models])) + 2
-    lines = ["tasks (slotssm train TASK --preset P):"]
-    lines += [f"  {name:<{width}}{', '.join(presets)}" for name, presets in tasks.items()]
-    lines += ["models (--model NAME; each task picks the model preset that fits it):"]
-    lines += [f"  {name:<{width}}{', '.join(presets)}" for name, presets in models.items()]
-    return "\n".join(lines)
-
-
 def _cmd_list(args) -> int:
+    from slotssm.tasks.registry import catalogue
+
     print(catalogue())
     return 0
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from slotssm import __version__
+from slotssm.config import atomic_write_text
 from slotssm.data.registry import generate, get_spec, params_to_json, resolve_params
 
 __all__ = [
@@ -42,9 +43,7 @@ def sha256_file(path: str | Path, chunk: int = 16 * 2**20) -> str:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def _entry(path: Path, arr_shape: tuple[int, ...], dtype: np.dtype, dims: list[str] | None) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def _with_catalogue(parser) -> None:
     format_help = parser.format_help
 
     def with_list():
-        from slotssm.cli import catalogue
+        from slotssm.tasks.registry import catalogue
 
         parser.epilog = catalogue()
         return format_help()
