@@ -1,10 +1,10 @@
-"""Blinking Color Balls: target rules on hand-made logs and against a loop reference, rendering, patch sequences."""
+"""Blinking Color Balls: target rules on hand-made logs and against a loop reference, rendering (its patch
+sequence: tests/test_patches.py)."""
 
 import numpy as np
 import pytest
-import torch
 
-from slotssm.data import PALETTE, generate, patchify, target_colors_from_log, unpatchify
+from slotssm.data import PALETTE, generate, target_colors_from_log
 from slotssm.data.blinking_balls import rgb_to_classes
 
 WHITE = 1
@@ -94,29 +94,3 @@ def test_context_frames_show_one_coloured_ball(data):
     expect[np.arange(n)[:, None], np.arange(t), out["picked_ball"]] = out["picked_color"]
     assert (at == expect).all()
     assert (out["palette"] == PALETTE).all() and (out["target"] == PALETTE[out["target_classes"]]).all()
-
-
-def test_patchify_order_and_round_trip():
-    frames = np.arange(2 * 3 * 8 * 16 * 3, dtype=np.int64).reshape(2, 3, 8, 16, 3)  # (B, T, H, W, C)
-    seq = patchify(frames, 4)
-    assert seq.shape == (2, 3 * 2 * 4, 4 * 4 * 3)
-    # Step 1 is frame 0's second patch in the top row: rows 0..3, columns 4..7, row-major, channels last.
-    assert (seq[0, 1] == frames[0, 0, 0:4, 4:8].reshape(-1)).all()
-    # Step 4 starts the second patch row; step 8 is frame 1's first patch.
-    assert (seq[1, 4] == frames[1, 0, 4:8, 0:4].reshape(-1)).all()
-    assert (seq[1, 8] == frames[1, 1, 0:4, 0:4].reshape(-1)).all()
-    assert (unpatchify(seq, 4, (8, 16)) == frames).all()
-    tseq = patchify(torch.from_numpy(frames), 4)
-    assert torch.equal(tseq, torch.from_numpy(seq))
-    assert torch.equal(unpatchify(tseq, 4, (8, 16)), torch.from_numpy(frames))
-
-
-def test_paper_sequence_length_and_patch_errors():
-    frames = np.zeros((40, 64, 64, 3), np.uint8)
-    assert patchify(frames, 8).shape == (2560, 192)  # 40 frames x 64 patches of 8x8
-    with pytest.raises(ValueError, match="patch"):
-        patchify(frames, 7)
-    with pytest.raises(ValueError, match="frames"):
-        patchify(np.zeros((64, 64, 3)), 8)
-    with pytest.raises(ValueError, match="sequence"):
-        unpatchify(np.zeros((10, 192)), 8, 64)

@@ -192,7 +192,7 @@ def test_blinking_class_metrics_split_where_from_which_colour():
 def test_blinking_sub_patch_tokens_and_finer_decoder(tmp_path):
     """App. C.3: each step's patch is cut into sub-patches (several tokens per step) with in-frame and frame-index
     embeddings; the decoder has its own patch side."""
-    from slotssm.data import patchify
+    from slotssm.patches import patchify
     from slotssm.tasks.blinking_balls import PatchSequenceEmbedding
 
     emb = PatchSequenceEmbedding(8, 16, 12, subpatch=4, max_frames=3)
@@ -209,8 +209,9 @@ def test_blinking_sub_patch_tokens_and_finer_decoder(tmp_path):
         # the same pixels with subpatch = patch are one token: the patch itself
         whole = PatchSequenceEmbedding(8, 16, 12, max_frames=3)
         assert whole(frames).shape == (2, 12, 1, 12)
-        torch.testing.assert_close(whole.proj(patchify(frames.float() / 255.0, 8))[0, step], whole(frames)[0, step, 0]
-                                   - whole.pos[m, 0] - whole.pos_time[t])
+        seq = patchify(frames.float() / 255.0, 8, channels_last=True).flatten(1, 2)  # (B, T*M, p*p*3)
+        torch.testing.assert_close(whole.proj(seq)[0, step], whole(frames)[0, step, 0] - whole.pos[m, 0]
+                                   - whole.pos_time[t])
     task_cls = get_task("blinking_balls")
     cfg = apply_overrides(task_cls.default_config("tiny", "slotssm"), ["data.subpatch=4", "data.decoder_patch=4"])
     task = task_cls(cfg, tmp_path)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from slotssm.vision import CNNEncoder, PatchTokenizer, SoftPositionEmbedding, build_grid, patchify, unpatchify
+from slotssm.vision import CNNEncoder, PatchTokenizer, SoftPositionEmbedding, build_grid
 
 
 def _grads_everywhere(module):
@@ -53,18 +53,6 @@ def test_soft_position_embedding():
     assert y.shape == x.shape and not torch.allclose(y[0, 0, 0], y[0, 2, 3])
     with pytest.raises(ValueError, match="x"):
         pe(torch.zeros(3, 4, 6))
-
-
-def test_patchify_roundtrip():
-    img = torch.rand(2, 5, 3, 8, 12)
-    p = patchify(img, (4, 3))
-    assert p.shape == (2, 5, 8, 36)
-    torch.testing.assert_close(p[0, 0, 1], img[0, 0, :, 0:4, 3:6].permute(1, 2, 0).reshape(-1))
-    torch.testing.assert_close(unpatchify(p, (8, 12), (4, 3)), img)
-    with pytest.raises(ValueError, match="images"):
-        patchify(img, 5)
-    with pytest.raises(ValueError, match="patches"):
-        unpatchify(p, 8, 4)
 
 
 def test_patch_tokenizer():

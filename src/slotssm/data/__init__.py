@@ -8,7 +8,6 @@ Generators: bouncing_balls (§7.1), blinking_balls (§7.2), shapes_video (§7.3)
 """
 
 from slotssm.data.blinking_balls import PALETTE, target_colors_from_log
-from slotssm.data.patches import patchify, unpatchify
 from slotssm.data.registry import generate, get_spec, list_generators, resolve_params
 from slotssm.data.snitch import grid_label, sample_frames_eval, sample_frames_train
 from slotssm.data.store import generate_to_dir, get_or_generate, load, save
@@ -23,8 +22,6 @@ __all__ = [
     "generate_to_dir",
     "get_or_generate",
     "VideoDataset",
-    "patchify",
-    "unpatchify",
     "PALETTE",
     "target_colors_from_log",
     "grid_label",

@@ -10,8 +10,8 @@ Balls bounce as in `bouncing_balls`. In each context frame one ball (uniform) is
   - "most_frequent": the colour it received most often, a tie going to the tied colour it received first;
     white if it never received one.
 Rendering is hard-edged so pixel classes are lossless: 0 background (black), 1 white, 2..6 the colours of `PALETTE`.
-Models read the frames as `patchify(frames, patch)`: T * (H / p) * (W / p) steps, e.g. 40 frames of 64 patches
-(8x8 on 64x64) is 2560 steps.
+Models read the frames as `slotssm.patches.patchify(frames, patch, channels_last=True)` with the frame and patch
+axes merged: T * (H / p) * (W / p) steps, e.g. 40 frames of 64 patches (8x8 on 64x64) is 2560 steps.
 
 Keys: frames (n, T, H, W, 3) uint8; target (n, H, W, 3) uint8; target_classes (n, H, W) uint8; picked_ball (n, T);
 picked_color (n, T) in 2..6; target_colors (n, K) in 1..6; positions (n, T + 1, K, 2) float64; radii (n, K);

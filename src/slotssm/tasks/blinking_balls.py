@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotssm.data import patchify
 from slotssm.params import no_decay
+from slotssm.patches import patchify, unpatchify
 from slotssm.data.sources import check_source
 from slotssm.data.dataset import to_device
 from slotssm.tasks.datasets import VAL_SEED_OFFSET, generated_split
@@ -34,7 +34,6 @@ from slotssm.tasks.presets import Preset, PresetTask
 from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
 from slotssm.vision import TransformerDecoder, sincos_2d
-from slotssm.vision.encoders import unpatchify
 
 NUM_CLASSES = 7
 
@@ -131,10 +130,9 @@ class PatchSequenceEmbedding(nn.Module):
         t = frames.shape[1]
         if t > self.pos_time.shape[0]:
             raise ValueError(f"frames: expected at most {self.pos_time.shape[0]} frames (max_frames), got {t}")
-        seq = patchify(frames.float() / 255.0, self.patch)  # (B, T*M, p*p*3), pixels row-major, channels last
-        q = self.patch // self.sub
-        seq = seq.reshape(*seq.shape[:2], q, self.sub, q, self.sub, 3).transpose(3, 4)  # (B, L, q, q, s, s, 3)
-        x = self.proj(seq.reshape(*seq.shape[:2], q * q, -1))  # (B, L, S, D_in)
+        seq = patchify(frames.float() / 255.0, self.patch, channels_last=True).flatten(1, 2)  # (B, T*M, p*p*3)
+        seq = patchify(seq.unflatten(-1, (self.patch, self.patch, 3)), self.sub, channels_last=True)  # (B, L, S, s*s*3)
+        x = self.proj(seq)  # (B, L, S, D_in)
         x = x + self.pos.repeat(t, 1, 1)  # position in the frame (L, S, D_in)
         return x + self.pos_time[:t].repeat_interleave(self.m, 0)[:, None]  # + the frame index (L, 1, D_in)
 

@@ -1,16 +1,14 @@
 """Pixels <-> tokens and slots: CNN encoder, patch tokenizer, transformer and spatial broadcast decoders."""
 
 from .decoders import SpatialBroadcastDecoder, TransformerDecoder
-from .encoders import CNNEncoder, PatchTokenizer, SoftPositionEmbedding, build_grid, patchify, sincos_2d, unpatchify
+from .encoders import CNNEncoder, PatchTokenizer, SoftPositionEmbedding, build_grid, sincos_2d
 
 __all__ = [
     "CNNEncoder",
     "PatchTokenizer",
     "SoftPositionEmbedding",
     "build_grid",
-    "patchify",
     "sincos_2d",
-    "unpatchify",
     "TransformerDecoder",
     "SpatialBroadcastDecoder",
 ]

@@ -1,4 +1,4 @@
-"""Pixels -> tokens: a SAVi-style CNN encoder, a ViT patch tokenizer, positional embeddings, (un)patchify.
+"""Pixels -> tokens: a SAVi-style CNN encoder, a ViT patch tokenizer, positional embeddings.
 
 Legend (docs/architecture.md): B batch, T time, K slots, M tokens per frame, D model width, H heads, P head width,
 E expanded SSM channels, N SSM state size. Images are (C, height, width); a feature map has h x w = M cells.
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from slotssm.params import no_decay
 
-__all__ = ["build_grid", "SoftPositionEmbedding", "CNNEncoder", "PatchTokenizer", "patchify", "unpatchify"]
+__all__ = ["build_grid", "SoftPositionEmbedding", "CNNEncoder", "PatchTokenizer", "sincos_2d"]
 
 
 def _pair(x: int | tuple[int, int]) -> tuple[int, int]:
@@ -121,27 +121,6 @@ def sincos_2d(h: int, w: int, d: int) -> Tensor:
     omega = 1.0 / 10000 ** (torch.arange(d // 4, dtype=torch.float64) / (d // 4))  # (d/4,)
     parts = [fn(c.reshape(-1, 1) * omega) for c in (x, y) for fn in (torch.sin, torch.cos)]
     return torch.cat(parts, 1).float()  # (h*w, d)
-
-
-def patchify(images: Tensor, patch_size: int | tuple[int, int]) -> Tensor:
-    """Images (..., C, height, width) -> patches (..., M, ph * pw * C), patches in row-major order."""
-    ph, pw = _pair(patch_size)
-    if images.dim() < 3 or images.shape[-2] % ph or images.shape[-1] % pw:
-        raise ValueError(f"images: expected shape (..., C, height, width) with sides divisible by {(ph, pw)}, "
-                         f"got {tuple(images.shape)}")
-    return rearrange(images, "... c (h ph) (w pw) -> ... (h w) (ph pw c)", ph=ph, pw=pw)
-
-
-def unpatchify(patches: Tensor, image_size: int | tuple[int, int], patch_size: int | tuple[int, int],
-               channels: int | None = None) -> Tensor:
-    """Inverse of `patchify`: patches (..., M, ph * pw * C) -> images (..., C, height, width)."""
-    (H, W), (ph, pw) = _pair(image_size), _pair(patch_size)
-    h, w = H // ph, W // pw
-    c = patches.shape[-1] // (ph * pw) if channels is None else channels
-    if patches.dim() < 2 or patches.shape[-2:] != (h * w, ph * pw * c) or H % ph or W % pw:
-        raise ValueError(f"patches: expected shape (..., {h * w}, {ph * pw * c}) for {(H, W)} images in "
-                         f"{(ph, pw)} patches, got {tuple(patches.shape)}")
-    return rearrange(patches, "... (h w) (ph pw c) -> ... c (h ph) (w pw)", h=h, w=w, ph=ph, pw=pw)
 
 
 class PatchTokenizer(nn.Module):
