@@ -14,6 +14,7 @@ pytestmark = pytest.mark.skipif(
     "fused" not in available("selective_scan", torch.device("cpu")), reason="numba is not installed"
 )
 fused = pytest.importorskip("slotssm.ssm.fused")
+from slotssm.ssm.fused import common  # noqa: E402  (after the skip: numba may be missing)
 
 
 def ulps(got: np.ndarray, want: np.ndarray) -> np.ndarray:
@@ -131,10 +132,10 @@ def test_ssd_matches_ref_with_head_blocks_and_per_channel_D(shape, chunk):
 
 def test_work_items_cover_every_channel_once():
     for items, channels, threads, align in [(1, 80, 2, 1), (1, 80, 2, 16), (48, 80, 2, 1), (2, 6, 4, 3), (1, 7, 2, 1)]:
-        nblk = fused._blocks(items, channels // align, threads)
+        nblk = common._blocks(items, channels // align, threads)
         seen = []
         for w in range(items * nblk):
-            b, gi, e0, ec = fused._work_item(w, items, 1, nblk, channels, align)
+            b, gi, e0, ec = common._work_item(w, items, 1, nblk, channels, align)
             assert e0 % align == 0 and ec % align == 0 and ec > 0
             seen += [(b, e) for e in range(e0, e0 + max(ec, 0))]
         assert sorted(seen) == [(b, e) for b in range(items) for e in range(channels)]
@@ -145,7 +146,7 @@ def test_uncacheable_function_compiles_in_memory():
     # by numba: the decorator must fall back to an in-memory compile instead of raising.
     namespace = {}
     exec(compile("def add_one(x):\n    return x + 1\n", "<generated>", "exec"), namespace)
-    kernel = fused._jit(namespace["add_one"], parallel=False)
+    kernel = common._jit(namespace["add_one"], parallel=False)
     assert kernel(41) == 42
 
 
