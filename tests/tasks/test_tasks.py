@@ -224,3 +224,26 @@ def test_blinking_sub_patch_tokens_and_finer_decoder(tmp_path):
     assert torch.isfinite(loss) and model.encoder.proj.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="subpatch"):
         apply_overrides(cfg, ["data.subpatch=3"])
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_video_prediction_trains_on_its_own_predictions(tmp_path, grad):
+    task_cls = get_task("video_prediction")
+    cfg = apply_overrides(task_cls.default_config("tiny", "slotssm"),
+                          ["data.feedback_passes=2", f"data.feedback_grad={str(grad).lower()}"])
+    task = task_cls(cfg, tmp_path)
+    model = task.build_model()
+    train, _ = task.datasets()
+    from slotssm.tasks.model import to_float_frames
+
+    frames = to_float_frames(task.collate([train[i] for i in range(2)])["frames"])
+    inputs = task._feedback_inputs(model, frames)
+    c = cfg.data.context
+    assert inputs.shape == frames[:, :-1].shape and torch.equal(inputs[:, :c], frames[:, :c])  # context stays true
+    assert not torch.allclose(inputs[:, c:], frames[:, c:-1])  # the rest are predictions
+    assert inputs.requires_grad == grad
+    loss, _ = task.loss(model, task.collate([train[i] for i in range(2)]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="feedback_passes"):
+        apply_overrides(cfg, ["data.train_frames=4"])  # context 3 + 1: nothing to feed back

@@ -53,6 +53,7 @@ class VideoPredictionConfig:
     # each replacing the inputs after the first `context` frames by the previous pass's predictions, then the
     # training pass on those inputs. 0 = teacher forcing only (the paper's setting).
     feedback_passes: int = 0
+    feedback_grad: bool = False  # back-propagate through the feedback passes (the loss teaches useful predictions)
 
     def __post_init__(self):
         check_source("video_prediction", self.source, self.resize)
@@ -139,10 +140,12 @@ class VideoPrediction(PresetTask):
 
     def _feedback_inputs(self, model, frames):
         """frames (B, T, 1, H, W) -> inputs (B, T-1, ...): the first `context` true, the rest the model's own
-        predictions after `feedback_passes` gradient-free passes (pass p's inputs are pass p-1's predictions)."""
-        c, inputs = self.config.data.context, frames[:, :-1]
-        with torch.no_grad():
-            for _ in range(self.config.data.feedback_passes):
+        predictions after `feedback_passes` passes (pass p's inputs are pass p-1's predictions); gradient-free
+        unless `feedback_grad`."""
+        d = self.config.data
+        c, inputs = d.context, frames[:, :-1]
+        with torch.enable_grad() if d.feedback_grad and torch.is_grad_enabled() else torch.no_grad():
+            for _ in range(d.feedback_passes):
                 logits, _ = self._decode(model, model.seq(model.encoder(inputs)).slots, return_attention=False)
                 inputs = torch.cat([frames[:, :c], torch.sigmoid(logits[:, c - 1 : -1])], 1)  # frame t <- pred of t
         return inputs
