@@ -1,8 +1,8 @@
 """No module imports from a package above its own (every import statement, at module level or inside functions).
 
-Floors, bottom to top: config, patches; params, layers, ssm; data, vision, models, metrics, viz; tasks; train; the
-command line and the programs on it (cli, demo, reproduce, results). `malloc` and the package root stand on the
-ground.
+Floors, bottom to top: arrays, config, patches; params, layers, ssm; data, vision, models, metrics, viz; tasks;
+train; the command line and the programs on it (cli, demo, reproduce, results). `malloc` and the package root stand
+on the ground.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "slotssm"
 FLOORS = {
-    "__init__": 0, "config": 0, "malloc": 0, "patches": 0,
+    "__init__": 0, "arrays": 0, "config": 0, "malloc": 0, "patches": 0,
     "params": 1, "layers": 1, "ssm": 1,
     "data": 2, "vision": 2, "models": 2, "metrics": 2, "viz": 2,
     "tasks": 3,

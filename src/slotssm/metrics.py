@@ -16,16 +16,12 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from slotssm.arrays import to_numpy
+
 __all__ = [
     "ari", "miou", "topk_accuracy", "grid_l1", "per_step_mse", "match_slots_to_objects",
     "linear_probe_accuracy", "mlp_probe_r2", "r2_score",
 ]
-
-
-def _np(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _contingency(true_ids: Any, pred_ids: Any, weights: np.ndarray | None = None):
@@ -34,7 +30,7 @@ def _contingency(true_ids: Any, pred_ids: Any, weights: np.ndarray | None = None
     Returns (table (B, Ct, Cp) int64, true_values (Ct,), pred_values (Cp,)): table[b, i, j] counts the pixels of
     video b whose true id is true_values[i] and predicted id is pred_values[j] (weighted by `weights` if given).
     """
-    t, p = _np(true_ids), _np(pred_ids)
+    t, p = to_numpy(true_ids), to_numpy(pred_ids)
     if t.shape != p.shape or t.ndim < 2:
         raise ValueError(f"pred_ids: expected the shape of true_ids {t.shape} (B, ...), got {p.shape}")
     for name, a in (("true_ids", t), ("pred_ids", p)):
@@ -62,7 +58,7 @@ def ari(true_ids: Any, pred_ids: Any, ignore_background: bool = False) -> np.nda
         (identical partitions, e.g. one cluster in both -> 1.0). With `ignore_background`, a video without any
         foreground pixel scores NaN (use np.nanmean).
     """
-    t = _np(true_ids)
+    t = to_numpy(true_ids)
     weights = (t != 0) if ignore_background else None
     n_ij, _, _ = _contingency(t, pred_ids, weights)
     n_ij = n_ij.astype(np.float64)  # exact for counts < 2**53
@@ -139,7 +135,7 @@ def match_slots_to_objects(slot_masks: Any, true_ids: Any, *, slot_axis: int | N
         (B, num_ids) int64: entry [b, i] is the slot matched to the object with id i in video b, or -1 when that
         object is absent (or ignored, or unmatched because there are more objects than slots).
     """
-    m, t = _np(slot_masks), _np(true_ids)
+    m, t = to_numpy(slot_masks), to_numpy(true_ids)
     axis = slot_axis if slot_axis is not None else (2 if m.ndim == 5 else 1)
     if m.ndim != t.ndim + 1 or m.shape[:axis] + m.shape[axis + 1:] != t.shape:
         raise ValueError(f"slot_masks: expected true_ids' shape {t.shape} with a slot axis at {axis}, got {m.shape}")
@@ -158,7 +154,7 @@ def match_slots_to_objects(slot_masks: Any, true_ids: Any, *, slot_axis: int | N
 
 def topk_accuracy(logits: Any, labels: Any, k: Sequence[int] | int = (1, 5)) -> dict[str, float]:
     """Top-k accuracy for each k: logits (B, C), labels (B,) -> {"top1": ..., "top5": ...} (k capped at C)."""
-    lg, y = _np(logits), _np(labels)
+    lg, y = to_numpy(logits), to_numpy(labels)
     if lg.ndim != 2 or y.shape != (lg.shape[0],):
         raise ValueError(f"labels: expected shape ({lg.shape[0] if lg.ndim else '?'},) for logits (B, C) "
                          f"{lg.shape}, got {y.shape}")
@@ -174,7 +170,7 @@ def grid_l1(logits_or_pred: Any, labels: Any, grid: int = 6) -> float:
     Class c sits at row c // grid, column c % grid. logits_or_pred: logits (B, grid*grid) or class ids (B,);
     labels (B,).
     """
-    p, y = _np(logits_or_pred), _np(labels)
+    p, y = to_numpy(logits_or_pred), to_numpy(labels)
     if p.ndim == 2:
         if p.shape[1] != grid * grid:
             raise ValueError(f"logits_or_pred: expected shape (B, {grid * grid}) or (B,), got {p.shape}")
@@ -186,7 +182,7 @@ def grid_l1(logits_or_pred: Any, labels: Any, grid: int = 6) -> float:
 
 def per_step_mse(pred: Any, target: Any, time_dim: int = 1) -> np.ndarray:
     """Mean squared error per time step: pred, target (B, T, ...) -> (T,) float64 (mean over all other axes)."""
-    p, t = _np(pred).astype(np.float64), _np(target).astype(np.float64)
+    p, t = to_numpy(pred).astype(np.float64), to_numpy(target).astype(np.float64)
     if p.shape != t.shape:
         raise ValueError(f"target: expected shape {p.shape} (that of pred), got {t.shape}")
     if not -p.ndim <= time_dim < p.ndim:
@@ -197,7 +193,7 @@ def per_step_mse(pred: Any, target: Any, time_dim: int = 1) -> np.ndarray:
 
 def r2_score(y_true: Any, y_pred: Any) -> float:
     """Coefficient of determination, averaged uniformly over outputs (sklearn's default): (N,) or (N, R)."""
-    y, p = _np(y_true).astype(np.float64), _np(y_pred).astype(np.float64)
+    y, p = to_numpy(y_true).astype(np.float64), to_numpy(y_pred).astype(np.float64)
     y, p = y.reshape(len(y), -1), p.reshape(len(p), -1)
     ss_res = ((y - p) ** 2).sum(0)
     ss_tot = ((y - y.mean(0)) ** 2).sum(0)
@@ -238,8 +234,8 @@ def linear_probe_accuracy(features: Any, labels: Any, *, train_frac: float = 0.8
         train_frac: fraction of samples used to fit; the rest is scored.
         seed: seed of the split.  l2: ridge penalty on the weights.  max_iter: L-BFGS iterations (float64).
     """
-    x = torch.as_tensor(_np(features), dtype=torch.float64)
-    y_np = _np(labels)
+    x = torch.as_tensor(to_numpy(features), dtype=torch.float64)
+    y_np = to_numpy(labels)
     if x.ndim != 2 or y_np.shape != (x.shape[0],):
         raise ValueError(f"labels: expected shape ({x.shape[0]},) for features (N, F) {tuple(x.shape)}, "
                          f"got {y_np.shape}")
@@ -272,8 +268,8 @@ def mlp_probe_r2(features: Any, targets: Any, *, hidden: int = 64, steps: int = 
         hidden: hidden width.  steps: Adam steps.  lr: learning rate.  weight_decay: Adam weight decay.
         train_frac, seed: the split (and the initialisation) are deterministic given `seed`.
     """
-    x = torch.as_tensor(_np(features), dtype=torch.float64)
-    y = torch.as_tensor(_np(targets), dtype=torch.float64)
+    x = torch.as_tensor(to_numpy(features), dtype=torch.float64)
+    y = torch.as_tensor(to_numpy(targets), dtype=torch.float64)
     if x.ndim != 2 or y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
         raise ValueError(f"targets: expected shape ({x.shape[0]},) or ({x.shape[0]}, R), got {tuple(y.shape)}")
     y = y.reshape(len(y), -1)  # (N, R)

@@ -23,19 +23,15 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
+from slotssm.arrays import to_numpy  # noqa: E402
+
 __all__ = ["to_uint8", "frame_grid", "save_gif", "slot_palette", "attention_argmax_maps", "plot_curves",
            "plot_metric_curves_from_jsonl"]
 
 
-def _np(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().float().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def to_uint8(frames: Any) -> np.ndarray:
     """Frames in any accepted layout -> uint8 (T, height, width, 3)."""
-    f = _np(frames)
+    f = to_numpy(frames, float32=True)
     if f.ndim == 3:
         f = f[..., None]
     if f.ndim != 4:
@@ -145,7 +141,7 @@ def attention_argmax_maps(attn: Any, path: str | Path, grid: tuple[int, int] | N
     panel enlarged (nearest neighbour) to at least 96 px on its short side, and a colour key naming the slots;
     or, when `path` ends with .gif, one frame per time step (frames and overlay stacked, not enlarged).
     """
-    a = _np(attn)
+    a = to_numpy(attn, float32=True)
     if a.ndim == 3:
         T, M, K = a.shape
         h, w = grid if grid is not None else (math.isqrt(M), math.isqrt(M))
@@ -212,9 +208,9 @@ def plot_curves(curves: Mapping[str, Any], path: str | Path, xlabel: str = "step
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     for name, curve in curves.items():
         if isinstance(curve, tuple) and len(curve) == 2 and np.ndim(curve[0]) == 1:
-            x, y = _np(curve[0]).astype(float), _np(curve[1]).astype(float)
+            x, y = to_numpy(curve[0], float32=True).astype(float), to_numpy(curve[1], float32=True).astype(float)
         else:
-            y = _np(curve).astype(float)
+            y = to_numpy(curve, float32=True).astype(float)
             x = np.arange(len(y))
         if x.shape != y.shape or y.ndim != 1:
             raise ValueError(f"curves[{name!r}]: expected 1-d x and y of equal length, got {x.shape}, {y.shape}")

@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from slotssm.arrays import check_float
+
 
 @dataclass
 class SequenceOutput:
@@ -116,10 +118,7 @@ class SequenceModel(nn.Module):
         return allowed
 
     def _check_tensor(self, x, name: str, legend: str) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor {legend}, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise ValueError(f"{name}: expected a floating-point tensor {legend}, got dtype {x.dtype}")
+        check_float(name, x, legend)
         p = next(self.parameters())
         if x.device != p.device:
             raise ValueError(f"{name}: on device {x.device}, but the model's parameters are on {p.device}")

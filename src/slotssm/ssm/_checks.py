@@ -12,14 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from slotssm.arrays import check_float
+
 HALF = (torch.float16, torch.bfloat16)
-
-
-def check_float(name: str, x) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
 
 
 def check_shape(name: str, x, shape: tuple[int, ...], legend: str) -> None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from slotssm.arrays import check_float
 from slotssm.params import no_decay
 from slotssm.ssm.scan import selective_scan
 from slotssm.ssm.ssd import ssd_scan
@@ -38,8 +39,7 @@ def _dt_bias_init(size: int, dt_min: float, dt_max: float, floor: float) -> Tens
 
 
 def _check_input(name: str, x: Tensor, rank: int, d_model: int, legend: str) -> None:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point tensor {legend}, got {getattr(x, 'dtype', type(x))}")
+    check_float(name, x, legend)
     if x.dim() != rank or x.shape[-1] != d_model or (rank == 3 and x.shape[1] == 0):
         raise ValueError(f"{name}: expected shape {legend} with D={d_model} and T >= 1, got {tuple(x.shape)}")
 
