@@ -78,7 +78,15 @@ def grid_label(xy: np.ndarray, image_size: int) -> np.ndarray:
 
 
 def sample_frames_train(num_frames: int, rng: np.random.Generator, segments: int = 50) -> np.ndarray:
-    """One random frame from each of `segments` equal segments (paper: 50 segments of 6 frames). -> (segments,)."""
+    """One random frame from each of `segments` equal segments (paper: 50 segments of 6 frames). -> (segments,).
+
+    For datasets read item by item (`VideoDataset(frame_indices=...)`, the readers), drawing from `rng`. The snitch
+    task samples the same protocol itself, on whole batches and from torch's global RNG
+    (`SnitchLocalization.sample_frames`), so that a resumed run, which restores torch's RNG state, draws the same
+    frames; the two are kept apart on purpose. Its segment edges come from a float32 linspace, which for some
+    (num_frames, segments) (e.g. 16, 14; none of the task's presets) puts an edge one frame lower than these float64
+    ones.
+    """
     if segments < 1 or num_frames < segments:
         raise ValueError(f"segments: expected 1 <= segments <= num_frames={num_frames}, got {segments}")
     edges = np.linspace(0, num_frames, segments + 1).astype(np.int64)
