@@ -54,21 +54,11 @@ class SequenceModel(nn.Module):
 
     def check_tokens(self, tokens: Tensor, name: str = "tokens") -> None:
         """tokens must be float (B, T, M, D_in) with B, T, M >= 1, D_in == input_dim, in the parameters' dtype."""
-        self._check_tensor(tokens, name, "(B, T, M, D_in)")
-        if tokens.dim() != 4 or tokens.shape[-1] != self.input_dim or 0 in tokens.shape[:3]:
-            raise ValueError(
-                f"{name}: expected shape (B, T, M, D_in) with B, T, M >= 1 and D_in={self.input_dim}, "
-                f"got {tuple(tokens.shape)}"
-            )
+        self._check_token_shape(tokens, name, "B, T, M")
 
     def check_step_tokens(self, tokens_t: Tensor, name: str = "tokens_t") -> None:
         """tokens_t must be float (B, M, D_in) with B, M >= 1, D_in == input_dim, in the parameters' dtype."""
-        self._check_tensor(tokens_t, name, "(B, M, D_in)")
-        if tokens_t.dim() != 3 or tokens_t.shape[-1] != self.input_dim or 0 in tokens_t.shape[:2]:
-            raise ValueError(
-                f"{name}: expected shape (B, M, D_in) with B, M >= 1 and D_in={self.input_dim}, "
-                f"got {tuple(tokens_t.shape)}"
-            )
+        self._check_token_shape(tokens_t, name, "B, M")
 
     def check_batch_size(self, batch_size, name: str = "batch_size") -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -117,6 +107,15 @@ class SequenceModel(nn.Module):
             allowed.add(torch.get_autocast_dtype(device_type))
         return allowed
 
+    def _check_token_shape(self, x, name: str, axes: str) -> None:
+        """x (axes..., D_in): every axis named in `axes` ("B, T, M" or "B, M") >= 1, D_in == input_dim."""
+        legend = f"({axes}, D_in)"
+        self._check_tensor(x, name, legend)
+        if x.dim() != len(axes.split(", ")) + 1 or x.shape[-1] != self.input_dim or 0 in x.shape[:-1]:
+            raise ValueError(
+                f"{name}: expected shape {legend} with {axes} >= 1 and D_in={self.input_dim}, got {tuple(x.shape)}"
+            )
+
     def _check_tensor(self, x, name: str, legend: str) -> None:
         check_float(name, x, legend)
         p = next(self.parameters())
@@ -127,6 +126,20 @@ class SequenceModel(nn.Module):
                 f"{name}: dtype {x.dtype} does not match the model's parameters ({p.dtype}); "
                 f"cast the input with .to({p.dtype}) or the model with .to({x.dtype})"
             )
+
+
+def check_positive(config: Any, *names: str) -> None:
+    """Config check most models share: each named field of `config` is >= 1 (the error names the first that is not)."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name}: expected >= 1, got {getattr(config, name)}")
+
+
+def check_heads(config: Any, *names: str) -> None:
+    """Config check most models share: each named head count divides `config.d_model`."""
+    for name in names:
+        if config.d_model % getattr(config, name):
+            raise ValueError(f"{name}: must divide d_model={config.d_model}, got {getattr(config, name)}")
 
 
 def _check_like(got: Any, want: Any, path: str, batch_size: int, dtypes: set) -> None:

@@ -1,5 +1,6 @@
 """Modules several sequence models share: the slot encoder (and its one-token form, the CLS pooler), the frame
-encoder that picks between them, the slot mixer and the residual MLP of a single slot.
+encoder that picks between them, the slot mixer and the residual MLP of a single slot; `frame_maps` for the attention
+maps of a layer that runs every frame at once.
 
 Legend: B batch, T time, K slots, M tokens per frame, D model width, H heads; B' any flattened batch (B, B*T),
 S context tokens.
@@ -7,6 +8,7 @@ S context tokens.
 
 from __future__ import annotations
 
+from einops import rearrange
 from torch import Tensor, nn
 
 from slotssm.layers import MLP, CrossAttentionBlock, SelfAttentionBlock, TransformerLayer
@@ -86,3 +88,8 @@ def slot_mixer(d_model: int, num_slots: int, num_heads: int, mlp_ratio: float, d
     if num_slots > 1:
         return SlotMixer(d_model, num_heads, mlp_ratio, dropout)
     return ResidualMLP(d_model, mlp_ratio, dropout)
+
+
+def frame_maps(bsz: int, **maps: Tensor | None) -> dict[str, Tensor | None]:
+    """Attention maps of every frame at once, (B*T, ...) -> (B, T, ...), under their names (None stays None)."""
+    return {name: None if a is None else rearrange(a, "(b t) ... -> b t ...", b=bsz) for name, a in maps.items()}

@@ -37,7 +37,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from slotssm.layers import InvertedAttention, SelfAttentionBlock
-from slotssm.models.base import CachedModel, SequenceOutput
+from slotssm.models.base import CachedModel, SequenceOutput, check_heads, check_positive
 from slotssm.models.registry import register_model
 from slotssm.params import no_decay, slot_table
 
@@ -108,14 +108,9 @@ class PSBConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        for name in ("input_dim", "d_model", "num_slots", "num_layers", "num_heads", "cross_heads", "max_distance",
-                     "cross_chunk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if self.d_model % self.num_heads:
-            raise ValueError(f"num_heads: must divide d_model={self.d_model}, got {self.num_heads}")
-        if self.d_model % self.cross_heads:
-            raise ValueError(f"cross_heads: must divide d_model={self.d_model}, got {self.cross_heads}")
+        check_positive(self, "input_dim", "d_model", "num_slots", "num_layers", "num_heads", "cross_heads",
+                       "max_distance", "cross_chunk")
+        check_heads(self, "num_heads", "cross_heads")
         if self.cross_window < 0:
             raise ValueError(f"cross_window: expected 0 (every past frame) or a window >= 1, got {self.cross_window}")
         if not 0.0 <= self.dropout < 1.0:

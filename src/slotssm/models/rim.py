@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from slotssm.models.base import RecurrentModel
+from slotssm.models.base import RecurrentModel, check_heads, check_positive
 from slotssm.models.registry import register_model
 from slotssm.params import no_decay, slot_table
 
@@ -44,15 +44,12 @@ class RIMConfig:
     num_heads: int = 4  # communication attention heads
 
     def __post_init__(self):
-        for name in ("input_dim", "d_model", "num_slots", "input_key_dim", "num_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        check_positive(self, "input_dim", "d_model", "num_slots", "input_key_dim", "num_heads")
         if not 1 <= self.top_k <= self.num_slots:
             raise ValueError(f"top_k: expected 1 <= top_k <= num_slots={self.num_slots}, got {self.top_k}")
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"cell: expected 'gru' or 'lstm', got {self.cell!r}")
-        if self.d_model % self.num_heads != 0:
-            raise ValueError(f"num_heads: must divide d_model={self.d_model}, got {self.num_heads}")
+        check_heads(self, "num_heads")
 
 
 class RIMState(NamedTuple):

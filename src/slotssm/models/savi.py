@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from slotssm.layers import MLP, InvertedAttention, TransformerLayer
-from slotssm.models.base import RecurrentModel
+from slotssm.models.base import RecurrentModel, check_heads, check_positive
 from slotssm.models.registry import register_model
 from slotssm.params import slot_table
 
@@ -41,11 +41,8 @@ class SAViConfig:
     conditioning_dim: int = 0  # C; > 0 adds the conditioning MLP used by init_state(conditioning=...)
 
     def __post_init__(self):
-        for name in ("input_dim", "d_model", "num_slots", "num_iterations", "num_heads", "predictor_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if self.d_model % self.num_heads != 0:
-            raise ValueError(f"num_heads: must divide d_model={self.d_model}, got {self.num_heads}")
+        check_positive(self, "input_dim", "d_model", "num_slots", "num_iterations", "num_heads", "predictor_layers")
+        check_heads(self, "num_heads")
         if self.mlp_ratio <= 0 or self.conditioning_dim < 0:
             raise ValueError(f"mlp_ratio > 0 and conditioning_dim >= 0 expected, got {self.mlp_ratio}, "
                              f"{self.conditioning_dim}")

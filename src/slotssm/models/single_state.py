@@ -26,8 +26,8 @@ from typing import ClassVar
 from einops import rearrange
 from torch import nn
 
-from slotssm.models.base import LayerStackModel
-from slotssm.models.components import frame_encoder, slot_mixer
+from slotssm.models.base import LayerStackModel, check_heads, check_positive
+from slotssm.models.components import frame_encoder, frame_maps, slot_mixer
 from slotssm.models.registry import register_model
 from slotssm.ssm import build_ssm
 
@@ -55,12 +55,9 @@ class SingleStateSSMConfig:
     impl: str = "auto"
 
     def __post_init__(self):
-        ints = ("input_dim", "d_model", "num_slots", "num_layers", "num_heads", "encoder_layers", "d_state", "d_conv")
-        for name in ints:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if self.d_model % self.num_heads:
-            raise ValueError(f"num_heads: must divide d_model={self.d_model}, got {self.num_heads}")
+        check_positive(self, "input_dim", "d_model", "num_slots", "num_layers", "num_heads", "encoder_layers",
+                       "d_state", "d_conv")
+        check_heads(self, "num_heads")
         if self.ssm not in ("mamba", "mamba2"):
             raise ValueError(f"ssm: expected 'mamba' or 'mamba2', got {self.ssm!r}")
         if int(self.expand * self.ssm_width) < 1:
@@ -106,10 +103,7 @@ class SingleStateSSMLayer(nn.Module):
         y, state = self.ssm(rearrange(self.norm_ssm(s), "b t k d -> b t (k d)"), state)  # (B, T, K*D): one state
         s = s + rearrange(y, "b t (k d) -> b t k d", k=self.num_slots)  # split back into K slots
         s, mix = self.mixer(rearrange(s, "b t k d -> (b t) k d"), return_attention)  # slots of one frame together
-        maps = None
-        if return_attention:
-            unflat = lambda a: None if a is None else rearrange(a, "(b t) ... -> b t ...", b=bsz)  # noqa: E731
-            maps = {"encoder": unflat(enc), "mixer": unflat(mix)}
+        maps = frame_maps(bsz, encoder=enc, mixer=mix) if return_attention else None
         return rearrange(s, "(b t) k d -> b t k d", b=bsz), state, maps
 
     def step(self, s, tokens_t, state):

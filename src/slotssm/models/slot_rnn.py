@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from slotssm.models.base import RecurrentModel
+from slotssm.models.base import RecurrentModel, check_heads, check_positive
 from slotssm.models.components import SlotEncoder, SlotMixer
 from slotssm.models.registry import register_model
 
@@ -39,11 +39,8 @@ class SlotRNNConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        for name in ("input_dim", "d_model", "num_slots", "num_layers", "num_heads", "encoder_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if self.d_model % self.num_heads != 0:
-            raise ValueError(f"num_heads: must divide d_model={self.d_model}, got {self.num_heads}")
+        check_positive(self, "input_dim", "d_model", "num_slots", "num_layers", "num_heads", "encoder_layers")
+        check_heads(self, "num_heads")
         if self.mlp_ratio <= 0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"mlp_ratio > 0 and 0 <= dropout < 1 expected, got {self.mlp_ratio}, {self.dropout}")
 

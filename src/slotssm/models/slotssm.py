@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from slotssm.layers import CrossAttentionBlock
 from slotssm.models.base import LayerStackModel
-from slotssm.models.components import SlotEncoder, SlotMixer
+from slotssm.models.components import SlotEncoder, SlotMixer, frame_maps
 from slotssm.models.registry import register_model
 from slotssm.params import slot_table
 from slotssm.ssm import build_ssm
@@ -113,10 +113,7 @@ class SlotSSMLayer(nn.Module):
         y, state = self.ssm(self.norm_ssm(s), state)
         s = rearrange(s + y, "(b k) t d -> (b t) k d", b=bsz)  # slots of one frame together
         s, mix_attn = self.mixer(s, return_attention)
-        maps = None
-        if return_attention:
-            unflat = lambda a: None if a is None else rearrange(a, "(b t) ... -> b t ...", b=bsz)  # noqa: E731
-            maps = {"encoder": unflat(enc_attn), "mixer": unflat(mix_attn)}
+        maps = frame_maps(bsz, encoder=enc_attn, mixer=mix_attn) if return_attention else None
         return rearrange(s, "(b t) k d -> b t k d", b=bsz), state, maps
 
     def step(self, s, tokens_t, state):

@@ -30,7 +30,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from slotssm.layers import SelfAttentionBlock
-from slotssm.models.base import CachedModel, SequenceOutput
+from slotssm.models.base import CachedModel, SequenceOutput, check_heads, check_positive
 from slotssm.models.components import frame_encoder
 from slotssm.models.registry import register_model
 from slotssm.params import slot_table
@@ -79,11 +79,8 @@ class TransformerConfig:
     max_period: float = 10000.0  # of the sinusoidal time embedding
 
     def __post_init__(self):
-        for name in ("input_dim", "d_model", "num_slots", "num_layers", "num_heads", "encoder_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if self.d_model % self.num_heads:
-            raise ValueError(f"num_heads: must divide d_model={self.d_model}, got {self.num_heads}")
+        check_positive(self, "input_dim", "d_model", "num_slots", "num_layers", "num_heads", "encoder_layers")
+        check_heads(self, "num_heads")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout}")
         if self.max_period <= 1.0:
