@@ -18,6 +18,7 @@ since a file was written are listed in `RENAMED_KEYS` and `ADDED_KEYS` and migra
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import json
@@ -245,6 +246,17 @@ def convert_value(value, tp, key: str, *, text: bool):
 def parse_value(text: str, tp, key: str):
     """Parse command-line `text` as a value of annotation `tp` (`convert_value` on text)."""
     return convert_value(text, tp, key, text=True)
+
+
+def positive_int(text: str) -> int:
+    """argparse type of the command lines' counts (`--num`, `--batch-size`): an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
 
 
 def coerce_value(value, tp, key: str):

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from slotssm.config import positive_int
+
 __all__ = ["add_parser", "parse_sets"]
 
 
@@ -74,16 +76,6 @@ def _check_out(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {out}: already holds {what}; pass --force to overwrite it, or choose another --out")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
-    return value
-
-
 def _cmd_info(args: argparse.Namespace) -> int:
     from slotssm.data.preview import save_preview
     from slotssm.data.store import load
@@ -129,12 +121,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     gen = sub.add_parser("generate", help="generate a synthetic dataset into a directory")
     gen.add_argument("name", help="generator name (see `slotssm data list`)")
-    gen.add_argument("--num", type=_positive_int, required=True, help="number of videos (>= 1)")
+    gen.add_argument("--num", type=positive_int, required=True, help="number of videos (>= 1)")
     gen.add_argument("--out", required=True, help="output directory (new or empty, unless --force)")
     gen.add_argument("--force", action="store_true", help="overwrite what --out holds")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--set", action="append", metavar="PARAM=VALUE", help="override a generator parameter")
-    gen.add_argument("--batch-size", type=_positive_int, default=None, help="videos per batch (default: automatic)")
+    gen.add_argument("--batch-size", type=positive_int, default=None, help="videos per batch (default: automatic)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_cmd_generate)
 

@@ -19,20 +19,11 @@ import os
 import sys
 from pathlib import Path
 
+from slotssm.config import positive_int
+
 DEFAULT_DATA_DIR = os.environ.get("SLOTSSM_DATA_DIR", "data")
 # Chosen by the TASK argument, --model and --preset; a --set of them would record one thing and run another.
 NOT_SETTABLE = {"task": "TASK", "model_name": "--model", "preset": "--preset"}
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
-    return value
 
 
 def _with_catalogue(parser) -> None:
