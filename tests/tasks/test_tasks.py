@@ -247,3 +247,20 @@ def test_video_prediction_trains_on_its_own_predictions(tmp_path, grad):
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="feedback_passes"):
         apply_overrides(cfg, ["data.train_frames=4"])  # context 3 + 1: nothing to feed back
+
+
+@pytest.mark.parametrize("task_name", ["blinking_balls", "video_prediction"])
+def test_decoders_start_at_the_class_prior(tmp_path, task_name):
+    """A fresh model predicts the background prior everywhere, not a 50/50 guess (which cost the first hundreds of
+    steps, with the slots collapsing meanwhile)."""
+    task_cls = get_task(task_name)
+    task = task_cls(task_cls.default_config("tiny", "slotssm"), tmp_path)
+    model = task.build_model()
+    bias = model.head.head.bias.detach()
+    if task_name == "video_prediction":
+        assert torch.allclose(torch.sigmoid(bias), torch.full_like(bias, torch.sigmoid(bias[0]).item()))
+        assert 0.01 < torch.sigmoid(bias[0]).item() < 0.3  # the balls' expected area, not 0.5
+    else:
+        prior = bias.view(-1, 7).softmax(-1)
+        assert torch.allclose(prior, prior[:1].expand_as(prior))
+        assert 0.6 < prior[0, 0].item() < 0.99 and torch.allclose(prior[0, 1:], prior[0, 1:2].expand(6))

@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "SHAPES",
+    "disc_fraction",
     "disc_distance",
     "coverage",
     "shape_table",
@@ -25,6 +26,14 @@ __all__ = [
     "composite",
     "visible_counts",
 ]
+
+def disc_fraction(num_objects: int, radius_range: tuple[float, float]) -> float:
+    """Expected fraction of the image covered by `num_objects` discs whose radius (a fraction of the image side) is
+    uniform in `radius_range`, overlaps ignored, clamped to [1e-3, 0.5]: a prior for a decoder's output bias."""
+    lo, hi = radius_range
+    mean_r2 = (lo * lo + lo * hi + hi * hi) / 3  # E[r^2] for r ~ U(lo, hi)
+    return float(min(0.5, max(1e-3, num_objects * math.pi * mean_r2)))
+
 
 # Shapes in unit coordinates: the shape fits in the unit disc; its size in pixels scales these.
 SHAPES = ("disc", "square", "triangle", "diamond", "star", "cross", "hexagon", "pentagon", "ring")

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from slotssm.data.bouncing_balls import DEFAULTS as BALL_DEFAULTS
+from slotssm.data.render import disc_fraction
 from slotssm.data.sources import SplitRequest, check_source, source_splits
 from slotssm.data.dataset import to_device
 from slotssm.patches import unpatchify
@@ -86,13 +87,13 @@ PRESETS = {
 
 
 def _ball_fraction(d: VideoPredictionConfig) -> float:
-    """Expected fraction of lit pixels: num_objects discs of the generator's mean radius (clamped to [1e-3, 0.5]).
+    """Expected fraction of lit pixels (`disc_fraction` of the generator's balls).
 
     The decoder's output bias starts at its logit. From a zero bias (grey 0.5 everywhere) the first ~50 steps were
-    measured going to learning the dark background, during which the slots collapsed (pairwise cosine 0.5 -> 0.98).
+    measured going to learning the dark background, during which the slots collapsed (pairwise cosine 0.5 -> 0.98);
+    from this start SlotSSM left the mean-image plateau after ~100 steps instead of ~350 (benchmarks/starts.py).
     """
-    lo, hi = BALL_DEFAULTS["radius_range"]
-    return float(min(0.5, max(1e-3, d.num_objects * math.pi * ((lo + hi) / 2) ** 2)))
+    return disc_fraction(d.num_objects, BALL_DEFAULTS["radius_range"])
 
 
 def rollout_metrics(per_step: np.ndarray) -> dict[str, float]:
