@@ -420,16 +420,22 @@ def save_config(cfg, path, *, overrides: list[str] | tuple[str, ...] = (), extra
     atomic_write_text(Path(path), json.dumps(payload, indent=2) + "\n")
 
 
+def read_json_file(path: Path) -> Any:
+    """The decoded JSON of file `path` (the reading side of `atomic_write_text`); a ValueError naming the file when
+    it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
 def read_config_file(run_dir) -> dict:
     """The decoded `config.json` of a run directory (or the path of the file itself)."""
     path = Path(run_dir)
     path = path / "config.json" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"no config.json in {path.parent}: not a run directory")
-    try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    payload = read_json_file(path)
     if not isinstance(payload, dict) or not isinstance(payload.get("config"), dict):
         raise ValueError(f"{path} has no 'config' mapping")
     return payload

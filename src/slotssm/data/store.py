@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from slotssm import __version__
-from slotssm.config import atomic_write_text
+from slotssm.config import atomic_write_text, read_json_file
 from slotssm.data.registry import generate, get_spec, params_to_json, resolve_params
 
 __all__ = [
@@ -85,10 +85,7 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest; generate the dataset first (slotssm data generate NAME ...)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    manifest = read_json_file(path)
     if not isinstance(manifest, dict) or "arrays" not in manifest:
         raise ValueError(f"{path}: not a dataset manifest (no 'arrays' field)")
     _check_paths(path, manifest["arrays"])
