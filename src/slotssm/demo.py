@@ -133,13 +133,17 @@ def write_report(out: Path, config, metrics: dict, refs: dict, pictures, wall: f
     )
     ref_rows = "\n".join(f"| {k} | {refs[k]['rollout_mse']:.4f} | {refs[k]['rollout_mse_first']:.4f} |" for k in names)
     settings = "\n".join(f"- `{k}`: {why}" for k, why in DEMO_SETTINGS.items() if why)
+    balls = f"{d.num_objects} ball" + ("s" if d.num_objects != 1 else "")
+    health_rows = "\n".join(
+        f"| {k} | {metrics.get(f'health_{k}_first', float('nan')):.3g} | {metrics.get(f'health_{k}', float('nan')):.3g} |"
+        for k in ("slot_cosine", "slot_sensitivity", "pred_sensitivity", "encoder_entropy", "decoder_entropy"))
     images = "\n".join(f"![{Path(p).stem}]({rel(p)})" for p in pictures if str(p).endswith((".png", ".gif")))
     text = f"""# slotssm demo: video prediction on bouncing balls
 
 **Verdict: {verdict}**
 
 Model **{config.model_name}** ({params:,} parameters), {metrics['step']} training steps of batch {t.batch_size}
-on {d.num_train} generated videos ({d.image_size}x{d.image_size}, {d.num_objects} balls, {d.train_frames} frames),
+on {d.num_train} generated videos ({d.image_size}x{d.image_size}, {balls}, {d.train_frames} frames),
 evaluated on {d.num_val} held-out videos of another seed: {d.context} context frames, then a {d.rollout}-frame
 autoregressive rollout through the model's recurrent `step` on its own predictions (paper §7.1 protocol).
 Wall time of the whole demo on this machine: **{wall:.0f} s**.
@@ -162,10 +166,11 @@ Per-step MSE:
 Settings that differ from the paper's protocol, and why:
 {settings}
 
-Training health (slotssm.train.health, on 8 held-out videos): slot pairwise cosine
-{metrics.get('health_slot_cosine', float('nan')):.3f}, slot input sensitivity
-{metrics.get('health_slot_sensitivity', float('nan')):.3g}, prediction input sensitivity
-{metrics.get('health_pred_sensitivity', float('nan')):.3g} (`run/eval.json` holds the summary).
+Training health at the first and the last probe (slotssm.train.health, 8 held-out videos; summary in `run/eval.json`):
+
+| probe | first | last |
+|---|---|---|
+{health_rows}
 
 {images}
 
