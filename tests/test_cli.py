@@ -27,7 +27,8 @@ def test_demo_stops_at_its_deadline(tmp_path):
     out = tmp_path / "demo"
     start = time.perf_counter()
     # 0.9 minute: about 9 s of training after the evaluation reserve, then evaluation on 2 videos
-    code = main(["demo", "--out", str(out), "--no-progress", "--minutes", "0.9", "--set", "data.num_train=4",
+    code = main(["demo", "--out", str(out), "--no-progress", "--minutes", "0.9", "--model", "single_state_ssm",
+                 "--set", "data.num_train=4",
                  "--set", "data.num_val=2", "--set", "train.batch_size=2"])
     wall = time.perf_counter() - start
     assert code == 0
