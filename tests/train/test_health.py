@@ -113,3 +113,18 @@ def test_trainer_logs_health_summarises_it_and_stops_at_the_time_limit(tmp_path)
     assert any(r.get("time_limit_reached") == 1.0 for r in records)
     summary = json.loads((tmp_path / "run" / "eval.json").read_text())["health"]
     assert summary["probe_step_last"] == metrics["step"] and "slot_cosine_first" in summary
+
+
+def test_grad_norms_are_taken_before_clipping(tmp_path):
+    """The per-module norms say what the loss sends to each module, so they are read before the clip."""
+    from slotssm.train.metrics_log import read_metrics
+    from slotssm.train.trainer import train
+
+    task_cls = get_task("video_prediction")
+    cfg = apply_overrides(task_cls.default_config("tiny", "slotssm"),
+                          ["train.steps=2", "train.log_every=1", "train.optim.grad_clip=1e-6"])
+    train(cfg, tmp_path / "run", data_dir=tmp_path / "data", progress=False)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    probe = [r for r in records if r["split"] == "health"][0]
+    total = math.sqrt(sum(v**2 for k, v in probe.items() if k.startswith("grad_norm/")))
+    assert total > 1e-4  # clipped norms would sum to 1e-6

@@ -314,12 +314,12 @@ def _train_step(run: _Run, batch: dict, params: list[nn.Parameter]) -> tuple[flo
     run.scaler.scale(loss).backward()
     dist_utils.all_reduce_grads(params)
     run.scaler.unscale_(run.optimizer)
+    if run.probe_batch is not None and (run.step + 1) % run.config.train.log_every == 0:
+        run.grad_norms = health.grad_norms(run.model)  # before clipping: what the loss sends to each module
     clip = run.config.train.optim.grad_clip if run.config.train.optim.grad_clip > 0 else math.inf
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
     if not math.isfinite(grad_norm) and not run.scaler.is_enabled():  # with fp16 the scaler skips such steps
         _diverged(run, "the gradient norm", grad_norm)
-    if run.probe_batch is not None and (run.step + 1) % run.config.train.log_every == 0:
-        run.grad_norms = health.grad_norms(run.model)  # before clipping: what the loss sends to each module
     lr = run.optimizer.param_groups[0]["lr"]
     run.scaler.step(run.optimizer)
     run.scaler.update()
