@@ -62,13 +62,14 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def frame_grid(rows: Mapping[str, Any], path: str | Path, *, max_cols: int | None = None,
-               cell_inches: float = 1.2, dpi: int = 100) -> Path:
+               cell_inches: float = 1.2, dpi: int = 100, column: str = "t") -> Path:
     """One row per entry of `rows` (e.g. "ground truth", "prediction"), one column per time step; saves a PNG.
 
     Args:
         rows: name -> frames (T, height, width[, C]); rows may differ in T (missing cells stay blank).
         max_cols: show at most this many time steps (evenly spaced).
         cell_inches, dpi: each cell is cell_inches x cell_inches at `dpi`.
+        column: what a column is, in its titles ("t=3"; "slot" for one column per slot).
     """
     if not rows:
         raise ValueError("rows: expected at least one row, got none")
@@ -84,7 +85,7 @@ def frame_grid(rows: Mapping[str, Any], path: str | Path, *, max_cols: int | Non
             if t < len(frames):
                 ax.imshow(frames[t], interpolation="nearest")
             if r == 0:
-                ax.set_title(f"t={t}", fontsize=8)
+                ax.set_title(f"{column}={t}" if column == "t" else f"{column} {t}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
     fig.tight_layout(pad=0.2)

@@ -215,5 +215,5 @@ class ObjectCentric(PresetTask):
                  viz.save_gif(np.concatenate([rows["video"], rows["reconstruction"], seg / 255.0], axis=2),
                               out_dir / "segmentation.gif", fps=4, scale=2)]
         per_slot = masks[0, -1, :, 0].cpu().numpy()  # (K, H, W) masks of the last frame
-        paths.append(viz.frame_grid({"slot masks (last frame)": per_slot}, out_dir / "slot_masks.png"))
+        paths.append(viz.frame_grid({"slot masks (last frame)": per_slot}, out_dir / "slot_masks.png", column="slot"))
         return [Path(p) for p in paths]
