@@ -24,9 +24,10 @@ EVAL_RESERVE_S = 45.0  # budget kept for evaluation, references and pictures aft
 # 300K teacher-forced steps); each is repeated in the report.
 DEMO_SETTINGS = {
     "data.image_size=32": "32x32 frames (paper 64x64): a 2-core CPU trains 16 tokens per frame 10x faster",
-    "data.num_objects=1": ("1 ball (paper 4). Measured here at 1000 steps of 1 thread, with two feedback passes: 1 "
-                           "ball 0.77x the best model-free answer (learned), 2 balls 0.97-1.12x, 3 balls 1.20x: "
-                           "with more balls the rollout drifts within this budget"),
+    "data.num_objects=1": ("1 ball (paper 4). Measured here on one thread, rollout MSE over the best model-free "
+                           "answer: 1 ball 0.77x (1000 steps, two feedback passes), 2 balls 0.97-1.12x (1000-1400 "
+                           "steps, two passes), 3 balls 1.20x (1400 steps, one pass): with more balls the rollout "
+                           "drifts within this budget"),
     "model.num_slots=3": ("3 slots for the ball and the background (Table 2: 6): twice the training steps in the "
                           "budget, and 0.73x the best model-free answer at 1000 steps against 0.77x with 6 slots"),
     "data.num_train=512": "512 training videos of 20 frames, 32 held-out videos of 30 frames (another seed)",
