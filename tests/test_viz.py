@@ -148,3 +148,19 @@ def test_plot_metric_curves_from_jsonl(tmp_path):
     assert [p.name for p in paths] == ["loss.png", "lr.png"]  # ari has one point: no curve, no PNG
     assert not (tmp_path / "curves" / "ari.png").exists()
     assert all(p.exists() and iio.imread(p).shape[:2] == (350, 500) for p in paths)
+
+
+def test_frame_grid_names_its_columns(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    titles = []
+    real = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        titles.extend(ax.get_title() for ax in fig.axes)
+        return real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    viz.frame_grid({"video": _frames(T=3)}, tmp_path / "t.png")
+    viz.frame_grid({"slot masks": _frames(T=3)}, tmp_path / "s.png", column="slot")
+    assert titles == ["t=0", "t=1", "t=2", "slot 0", "slot 1", "slot 2"]
