@@ -135,9 +135,13 @@ def _plan(exp: Experiment, seeds: int) -> list[tuple[str, str, int, bool]]:
     return plan
 
 
+def _variant_label(variant: str) -> str:
+    """A variant's name as a file or directory name ("main" for the unnamed one)."""
+    return "".join(c if c.isalnum() or c in "=-" else "_" for c in variant) or "main"
+
+
 def _run_dir(root: Path, variant: str, model: str, seed: int, pre: bool) -> Path:
-    v = "".join(c if c.isalnum() or c in "=-" else "_" for c in variant) or "main"
-    return root / v / f"{model}{'-pretrain' if pre else ''}" / f"seed{seed}"
+    return root / _variant_label(variant) / f"{model}{'-pretrain' if pre else ''}" / f"seed{seed}"
 
 
 def _check_reuse(run: Path, settings: dict) -> None:
@@ -246,8 +250,7 @@ def slot_pictures(exp: Experiment, args, root: Path, results_dir: Path) -> dict[
                 if pick is None:
                     continue
                 fig_dir.mkdir(parents=True, exist_ok=True)
-                label = "".join(c if c.isalnum() or c in "=-" else "_" for c in variant) or "main"
-                dest = fig_dir / f"{label}-{model_name}.png"
+                dest = fig_dir / f"{_variant_label(variant)}-{model_name}.png"
                 shutil.copyfile(pick, dest)
                 out.setdefault(variant, {})[model_name] = dest.relative_to(results_dir).as_posix()
     return out

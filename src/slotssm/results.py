@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -117,12 +118,10 @@ def identical_models(exp, rows: dict) -> list[tuple[str, str]]:
     """Pairs of models whose every reported metric has the same mean to 4 decimals: a sign that both return the
     same (often constant) answer, not that they are equally good."""
     pairs = []
-    models = [m for m in exp.models if m in rows]
-    for i, a in enumerate(models):
-        for b in models[i + 1:]:
-            shared = [m for m in exp.metrics if m in rows[a] and m in rows[b]]
-            if shared and all(round(rows[a][m][0], 4) == round(rows[b][m][0], 4) for m in shared):
-                pairs.append((a, b))
+    for a, b in itertools.combinations([m for m in exp.models if m in rows], 2):
+        shared = [m for m in exp.metrics if m in rows[a] and m in rows[b]]
+        if shared and all(round(rows[a][m][0], 4) == round(rows[b][m][0], 4) for m in shared):
+            pairs.append((a, b))
     return pairs
 
 

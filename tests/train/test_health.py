@@ -66,7 +66,7 @@ def test_fresh_models_give_finite_probes_in_range_and_are_not_collapsed(name):
 def test_old_style_slot_starts_are_flagged_and_std1_starts_are_not():
     _, collapsed = _fresh_probe("slotssm", cls_std=0.02)
     assert collapsed["slot_cosine"] > health.COLLAPSE_COSINE and collapsed["collapsed_slots"] == 1.0
-    assert any("slots collapsed" in w for w in health.warnings_for(collapsed))
+    assert health.warnings_for(collapsed)["collapsed_slots"].startswith("slots collapsed: pairwise cosine 0.9")
     _, fresh = _fresh_probe("slotssm")
     assert fresh["collapsed_slots"] == 0.0 and not health.warnings_for(fresh)
 
@@ -76,7 +76,7 @@ def test_constant_logits_are_flagged():
     logits = torch.randn(1, 36).expand(4, -1)  # the same answer for every video
     m = health.probe_metrics(ProbeOutput(slots, logits))
     assert m["constant_predictions"] == 1.0 and math.isnan(m["encoder_entropy"])
-    assert any("constant predictions" in w for w in health.warnings_for(m))
+    assert health.warnings_for(m)["constant_predictions"].startswith("constant predictions:")
     varied = health.probe_metrics(ProbeOutput(slots, torch.randn(4, 36)))
     assert varied["constant_predictions"] == 0.0
 

@@ -8,7 +8,8 @@ As in App. C.3 each step's patch is itself an image cut into s x s sub-patches (
 the frame's index. (With a single token per step, s = p, cross-attention gives all K slots the same update: the
 spread of the update over the slots was measured at 0.0, so slots cannot specialise.) The slots of the last step
 are decoded by the transformer decoder, with its own finer patch side (`decoder_patch`, one query per patch), into
-the target image, a 7-way class per pixel (background, white, five colours), trained with cross-entropy. The target depends on colours seen anywhere in the context (rule
+the target image, a 7-way class per pixel (background, white, five colours), trained with cross-entropy. The
+target depends on colours seen anywhere in the context (rule
 "earliest" or "most_frequent"), so the model must carry information across the whole sequence.
 Evaluation: pixel accuracy, accuracy on ball pixels (target class != 0), MSE of the rendered palette image.
 """
@@ -168,19 +169,20 @@ class BlinkingBalls(PresetTask):
         return (generated_split(self.data_dir, "blinking_balls", params, d.num_train, d.seed, keys=keys),
                 generated_split(self.data_dir, "blinking_balls", params, d.num_val, d.seed + VAL_SEED_OFFSET, keys=keys))
 
+    def _decode(self, model, slots: Tensor, return_attention: bool):
+        """The last step's slots (B, K, D) -> class logits (B, 7, H, W), the decoder's slot attention (B, M, K) | None."""
+        d = self.config.data
+        patches, attn = model.head(slots, return_attention=return_attention)  # (B, M, p*p*7)
+        return unpatchify(patches, d.image_size, d.dec_patch, channels=NUM_CLASSES), attn
+
     def logits(self, model, frames: Tensor, return_attention: bool = False):
         """frames (B, T, H, W, 3) uint8 -> class logits (B, 7, H, W) [and the decoder's slot attention (B, M, K)]."""
-        d = self.config.data
-        slots = model.seq(model.encoder(frames)).slots[:, -1]  # the last step's slots (B, K, D)
-        patches, attn = model.head(slots, return_attention=return_attention)  # (B, M, p*p*7)
-        logits = unpatchify(patches, d.image_size, d.dec_patch, channels=NUM_CLASSES)  # (B, 7, H, W)
+        logits, attn = self._decode(model, model.seq(model.encoder(frames)).slots[:, -1], return_attention)
         return (logits, attn) if return_attention else logits
 
     def probe(self, model, batch):
-        d = self.config.data
         out = model.seq(model.encoder(batch["frames"]), return_attention=True)
-        patches, attn = model.head(out.slots[:, -1], return_attention=True)  # (B, M, p*p*7), (B, M, K)
-        logits = unpatchify(patches, d.image_size, d.dec_patch, channels=NUM_CLASSES)
+        logits, attn = self._decode(model, out.slots[:, -1], True)
         return ProbeOutput(out.slots, logits, (out.attention or {}).get("encoder"), attn)
 
     def loss(self, model, batch):

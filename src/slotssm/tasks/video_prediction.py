@@ -116,7 +116,8 @@ class VideoPrediction(PresetTask):
         head = TransformerDecoder(encoder.num_patches, d.patch * d.patch, d.decoder_width, d.decoder_heads,
                                   d.decoder_layers, d_slot=seq.d_model, grid=encoder.grid)
         with torch.no_grad():  # start at the expected brightness: sigmoid(bias) = the balls' mean area fraction
-            head.head.bias.fill_(math.log(_ball_fraction(d) / (1 - _ball_fraction(d))))
+            lit = _ball_fraction(d)
+            head.head.bias.fill_(math.log(lit / (1 - lit)))  # a Python float: also builds on the meta device
         return TaskModel(encoder, seq, head)
 
     def datasets(self):

@@ -122,15 +122,16 @@ def measure(task, model: nn.Module, batch: dict) -> dict[str, float]:
         model.train(was_training)
 
 
-def warnings_for(metrics: dict[str, float]) -> list[str]:
-    """Human-readable warnings for the raised flags of one probe."""
-    out = []
+def warnings_for(metrics: dict[str, float]) -> dict[str, str]:
+    """{flag: human-readable warning} for the raised flags of one probe."""
+    out = {}
     if metrics.get("collapsed_slots"):
-        out.append(f"slots collapsed: pairwise cosine {metrics['slot_cosine']:.3f} > {COLLAPSE_COSINE} (the slots "
-                   "are copies of one another; check the slot initialisation and the encoder attention)")
+        out["collapsed_slots"] = (f"slots collapsed: pairwise cosine {metrics['slot_cosine']:.3f} > "
+                                  f"{COLLAPSE_COSINE} (the slots are copies of one another; check the slot "
+                                  "initialisation and the encoder attention)")
     if metrics.get("constant_predictions"):
-        out.append(f"constant predictions: pred_sensitivity {metrics['pred_sensitivity']:.2g} < "
-                   f"{CONSTANT_SENSITIVITY} (the output barely depends on the input)")
+        out["constant_predictions"] = (f"constant predictions: pred_sensitivity {metrics['pred_sensitivity']:.2g} < "
+                                       f"{CONSTANT_SENSITIVITY} (the output barely depends on the input)")
     return out
 
 

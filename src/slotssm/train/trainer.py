@@ -52,7 +52,7 @@ from slotssm.train.evaluation import amp_dtype, autocast, evaluate_model, write_
 from slotssm.train.metrics_log import MetricsLogger, read_metrics
 from slotssm.train.optim import build_optimizer
 from slotssm.train.sampler import DataPosition, ShardedBatchSampler
-from slotssm.train.schedule import build_scheduler, lr_multiplier
+from slotssm.train.schedule import build_scheduler
 
 # After a divergence (NaN/Inf), a resume may also change these, and must change one: the same settings repeat it.
 AFTER_DIVERGENCE_KEYS = frozenset({"train.optim.lr", "train.optim.grad_clip", "train.optim.warmup_steps"})
@@ -342,9 +342,8 @@ def _time_schedule(run: _Run) -> None:
     cfg = run.config.train
     by_time = int((time.perf_counter() - run.started) / cfg.time_limit_s * cfg.steps)
     step = max(run.scheduler.last_epoch, by_time)
-    for group, base in zip(run.optimizer.param_groups, run.scheduler.base_lrs):
-        group["lr"] = base * lr_multiplier(step, warmup_steps=cfg.optim.warmup_steps, total_steps=cfg.steps,
-                                           min_lr_ratio=cfg.optim.min_lr_ratio)
+    for group, base, fn in zip(run.optimizer.param_groups, run.scheduler.base_lrs, run.scheduler.lr_lambdas):
+        group["lr"] = base * fn(step)
 
 
 def _log_health(run: _Run, bar: tqdm) -> None:
@@ -356,10 +355,9 @@ def _log_health(run: _Run, bar: tqdm) -> None:
     run.logger.log(run.step, "health", values)
     if run.step <= run.config.train.optim.warmup_steps:
         return
-    for text in health.warnings_for(values):
-        key = text.split(":")[0]
-        if key not in run.health_warned:  # once per run and condition: the curves hold the rest
-            run.health_warned.add(key)
+    for flag, text in health.warnings_for(values).items():
+        if flag not in run.health_warned:  # once per run and condition: the curves hold the rest
+            run.health_warned.add(flag)
             bar.write(f"warning (step {run.step}): {text}")
 
 
@@ -454,12 +452,11 @@ def _checkpoint(run: _Run) -> None:
 
 
 def _finish(run: _Run) -> dict:
+    records = read_metrics(run.logger.path) if run.ctx.is_main and run.logger.path.is_file() else []
     # A finished run resumed again has its final validation line already: evaluate, but do not log it twice.
-    logged = run.ctx.is_main and run.logger.path.is_file() and any(
-        r.get("split") == "val" and r.get("step") == run.step for r in read_metrics(run.logger.path)
-    )
+    logged = any(r.get("split") == "val" and r.get("step") == run.step for r in records)
     metrics = _evaluate_and_log(run, keep_rng=False, log=not logged)
     if run.ctx.is_main:
-        records = [r for r in read_metrics(run.logger.path) if r.get("split") == "health"]
-        write_eval_json(run.out_dir, step=run.step, split="val", metrics=metrics, health=health.summarise(records))
+        probes = [r for r in records if r.get("split") == "health"]
+        write_eval_json(run.out_dir, step=run.step, split="val", metrics=metrics, health=health.summarise(probes))
     return {"step": run.step, "train_loss": run.train_metrics.get("loss"), **metrics}
