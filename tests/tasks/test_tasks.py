@@ -264,3 +264,23 @@ def test_decoders_start_at_the_class_prior(tmp_path, task_name):
         prior = bias.view(-1, 7).softmax(-1)
         assert torch.allclose(prior, prior[:1].expand_as(prior))
         assert 0.6 < prior[0, 0].item() < 0.99 and torch.allclose(prior[0, 1:], prior[0, 1:2].expand(6))
+
+
+def test_object_centric_probes_need_enough_objects(data_dir):
+    """The attribute probes are scored only on >= MIN_PROBE_OBJECTS matched objects (27 scored objects moved the
+    probes of one checkpoint by +-0.07); the count is reported either way."""
+    import torch
+
+    from slotssm.tasks.object_centric import MIN_PROBE_OBJECTS
+
+    torch.manual_seed(0)
+    few = make("object_centric", data_dir)
+    model = few.build_model().eval()
+    out = few.evaluate(model, few.datasets()[1], batch_size=8, device="cpu")
+    assert out["probe_objects"] < MIN_PROBE_OBJECTS and "probe_shape_acc" not in out
+    many = make("object_centric", data_dir, num_val=64, min_objects=2, max_objects=2)
+    out = many.evaluate(model, many.datasets()[1], batch_size=32, device="cpu")
+    assert out["probe_objects"] >= MIN_PROBE_OBJECTS
+    for key in ("probe_shape_acc", "probe_color_acc"):
+        assert 0 <= out[key] <= 1
+    assert np.isfinite(out["probe_position_r2"])

@@ -30,6 +30,12 @@ from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
 from slotssm.vision import CNNEncoder, SpatialBroadcastDecoder
 
+# The probes are fitted on 80% of the matched validation objects and scored on the rest. With 48 validation videos
+# (134 objects, 27 scored) the shape and colour probes of a model with clean masks read 0.22 (the most frequent
+# answer) and moved by +-0.07 with the ridge penalty; on 240 videos (703 objects) the same checkpoint's read colour
+# 0.70, shape 0.28 and position R^2 0.80. Fewer objects than this are not scored.
+MIN_PROBE_OBJECTS = 100
+
 
 @dataclass(frozen=True)
 class ObjectCentricConfig:
@@ -65,7 +71,7 @@ PRESETS = {
     # each object in a slot of its own. The encoder's attention sharpens after ~600 steps and the alpha masks split
     # at ~1200-1500 (health: decoder entropy 1.00 -> 0.44). With 2 layers, lr 5e-4 and batch 16 for 1500 steps the
     # masks stayed uniform (decoder entropy 1.000, FG-ARI 0.00-0.05); with 4 layers at lr 5e-4 for 1000 steps too.
-    "small": Preset(dict(image_size=32, num_frames=6, min_objects=2, max_objects=4, num_train=600, num_val=48,
+    "small": Preset(dict(image_size=32, num_frames=6, min_objects=2, max_objects=4, num_train=600, num_val=240,
                          cnn_channels=32, cnn_strides=(2, 2, 1), decoder_hidden=32, decoder_resolution=16,
                          decoder_norm=True, even_masks=True),
                     "bouncing_balls", dict(steps=4000, batch_size=8, lr=1e-3, warmup=100, eval_batch_size=8,
@@ -149,15 +155,19 @@ class ObjectCentric(PresetTask):
             return out
         out.update({"fg_ari": float(np.nanmean(np.concatenate(fg_ari))),
                     "ari": float(np.nanmean(np.concatenate(ari))), "miou": float(np.nanmean(np.concatenate(miou)))})
-        if len(feats) >= 10:
-            x = np.stack(feats)
-            for name, labels in (("probe_shape_acc", np.array(shapes)), ("probe_color_acc", np.array(colours))):
-                known = labels >= 0  # -1: a real source without this label (MOVi-C..E have no shape/colour label)
-                if known.sum() >= 10:
-                    out[name] = metrics.linear_probe_accuracy(x[known], labels[known])
-                else:
-                    note_skipped(self.name, (name,), "fewer than 10 matched objects carry this label")
-            out["probe_position_r2"] = metrics.mlp_probe_r2(x, np.stack(positions))
+        out["probe_objects"] = float(len(feats))
+        if len(feats) < MIN_PROBE_OBJECTS:
+            note_skipped(self.name, ("probes",), f"{len(feats)} matched objects, fewer than {MIN_PROBE_OBJECTS} "
+                         "(raise data.num_val)")
+            return out
+        x = np.stack(feats)
+        for name, labels in (("probe_shape_acc", np.array(shapes)), ("probe_color_acc", np.array(colours))):
+            known = labels >= 0  # -1: a real source without this label (MOVi-C..E have no shape/colour label)
+            if known.sum() >= MIN_PROBE_OBJECTS:
+                out[name] = metrics.linear_probe_accuracy(x[known], labels[known])
+            else:
+                note_skipped(self.name, (name,), f"fewer than {MIN_PROBE_OBJECTS} matched objects carry this label")
+        out["probe_position_r2"] = metrics.mlp_probe_r2(x, np.stack(positions))
         return out
 
     def reference_metrics(self, dataset):
