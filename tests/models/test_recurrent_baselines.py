@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from slotssm.models import build_model, count_parameters, list_presets, run_steps
+from slotssm.models.presets import SCALES
 
 B, T, M = 2, 5, 4
 
@@ -161,7 +162,7 @@ def test_savi_errors():
 
 
 @pytest.mark.parametrize("name", ["slot_rnn", "savi"])
-@pytest.mark.parametrize("preset", ["tiny", "blinking_balls", "bouncing_balls", "snitch", "movi"])
+@pytest.mark.parametrize("preset", ["tiny", *SCALES])
 def test_parameter_count_matches_slotssm(name, preset):
     assert preset in list_presets(name)
     ours = count_parameters(build_model(name, preset=preset, input_dim=64))
@@ -169,7 +170,7 @@ def test_parameter_count_matches_slotssm(name, preset):
     assert abs(ours / ref - 1) <= 0.15, f"{name}/{preset}: {ours} parameters vs SlotSSM's {ref}"
 
 
-@pytest.mark.parametrize("preset", ["blinking_balls", "bouncing_balls", "snitch", "movi"])
+@pytest.mark.parametrize("preset", list(SCALES))
 def test_rim_presets_keep_slotssm_slots(preset):
     rim = build_model("rim", preset=preset, input_dim=64)
     ref = build_model("slotssm", preset=preset, input_dim=64)

@@ -69,9 +69,9 @@ def test_config_errors():
 
 
 def test_paper_presets_sizes():
-    bb = build_model("slotssm", preset="blinking_balls", input_dim=48)
+    bb = build_model("slotssm", preset="paper_blinking", input_dim=48)
     assert (bb.d_model, bb.num_slots, bb.cfg.d_state, bb.cfg.expand, bb.cfg.num_heads) == (64, 6, 16, 1.25, 4)
     assert bb.layers[0].ssm.d_inner == 80
-    movi = build_model("oc_slotssm", preset="movi", input_dim=64)
+    movi = build_model("oc_slotssm", preset="paper_movi", input_dim=64)
     assert (movi.d_model, movi.num_slots, movi.cfg.encoder) == (192, 11, "inverted")
     assert 1e5 < count_parameters(bb) < 1e6

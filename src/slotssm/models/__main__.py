@@ -1,11 +1,12 @@
-"""Size and speed of every registered sequence model: `python -m slotssm.models [--preset blinking_balls] ...`.
+"""Size and speed of every registered sequence model: `python -m slotssm.models [--preset paper_blinking] ...`.
 
 Legend: B batch, T time, M tokens per frame, D_in token width.
 
-For each model of `list_models()` (with the preset asked for) it prints the parameter count, the latency of one
-parallel `forward` over T frames and of one `step` (averaged over the T frames of a run, so a KV cache's growth is
-included), each the median of `--repeats` timed runs after a warm-up on 4 frames, in inference mode with
-torch threads = the machine's cores (or `--threads`). Inputs are random tokens (B, T, M, D_in).
+For each model of `list_models()` (with the preset asked for: "tiny", a scale of `models/presets.py` or an old
+dataset name such as "blinking_balls") it prints the parameter count, the latency of one parallel `forward` over T
+frames and of one `step` (averaged over the T frames of a run, so a KV cache's growth is included), each the median
+of `--repeats` timed runs after a warm-up on 4 frames, in inference mode with torch threads = the machine's cores
+(or `--threads`). Inputs are random tokens (B, T, M, D_in).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import torch
 
 from slotssm.models.base import run_steps
+from slotssm.models.presets import resolve_preset
 from slotssm.models.registry import build_model, count_parameters, list_models, list_presets
 
 
@@ -58,7 +60,7 @@ def measure(name: str, preset: str, batch: int = 8, tokens: int = 16, frames: in
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m slotssm.models", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="blinking_balls")
+    p.add_argument("--preset", default="paper_blinking", help="tiny, a scale (w64k6, paper_movi, ...) or an old name")
     p.add_argument("--batch", type=int, default=8, help="B")
     p.add_argument("--tokens", type=int, default=16, help="M, tokens per frame")
     p.add_argument("--T", type=int, default=64, help="frames")
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
           f"torch={torch.__version__}; median of {a.repeats} runs")
     print(f"{'model':<24} {'preset':<16} {'params':>10} {'forward ms':>11} {'step ms/frame':>14}")
     for name in names:
-        if a.preset not in list_presets(name):
+        if resolve_preset(a.preset) not in list_presets(name):
             print(f"{name:<24} {a.preset:<16} {'-':>10} {'(no such preset)':>26}")
             continue
         r = measure(name, a.preset, a.batch, a.tokens, a.T, a.repeats, a.device)

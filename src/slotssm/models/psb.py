@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from slotssm.layers import InvertedAttention, SelfAttentionBlock
 from slotssm.models.base import CachedModel, SequenceOutput, check_heads, check_positive
+from slotssm.models.presets import scaled
 from slotssm.models.registry import register_model
 from slotssm.params import no_decay, slot_table
 
@@ -186,15 +187,9 @@ class PSBBlock(nn.Module):
 TINY = dict(input_dim=12, d_model=16, num_slots=3, num_layers=2, num_heads=2, max_distance=4)
 
 
-# Presets: SlotSSM's widths, heads and slot counts; the depth is chosen so that the parameter count is within 15% of
-# SlotSSM's preset of the same name (tests/models/test_parallel_baselines.py; compared at input_dim=64).
-@register_model("psb", PSBConfig, presets={
-    "tiny": TINY,
-    "blinking_balls": dict(d_model=64, num_slots=6, num_layers=4, num_heads=4),
-    "bouncing_balls": dict(d_model=64, num_slots=6, num_layers=4, num_heads=4),
-    "snitch": dict(d_model=128, num_slots=8, num_layers=4, num_heads=4),
-    "movi": dict(d_model=192, num_slots=11, num_layers=4, num_heads=4),
-})
+# Presets: SlotSSM's width, heads and slot count at each scale; the depth is chosen so that the parameter count is
+# within 15% of SlotSSM's (tests/models/test_parallel_baselines.py; compared at input_dim=64).
+@register_model("psb", PSBConfig, presets=scaled(TINY, lambda s: s.slots(num_layers=4)))
 class PSB(CachedModel):
     """PSB encoder. tokens (B, T, M, D_in) -> slots (B, T, K, D); parallel over time, KV-cache `step`.
 

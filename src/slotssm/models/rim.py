@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from slotssm.models.base import RecurrentModel, check_heads, check_positive
+from slotssm.models.presets import scaled
 from slotssm.models.registry import register_model
 from slotssm.params import no_decay, slot_table
 
@@ -121,14 +122,8 @@ class Communication(nn.Module):
 TINY = dict(input_dim=12, d_model=16, num_slots=4, top_k=2, input_key_dim=8, num_heads=2)
 
 
-# Presets keep SlotSSM's slot width and count; about two thirds of the modules are active per step.
-@register_model("rim", RIMConfig, presets={
-    "tiny": TINY,  # for tests
-    "blinking_balls": dict(d_model=64, num_slots=6, top_k=4),
-    "bouncing_balls": dict(d_model=64, num_slots=6, top_k=4),
-    "snitch": dict(d_model=128, num_slots=8, top_k=5),
-    "movi": dict(d_model=192, num_slots=11, top_k=7),
-})
+# Presets keep SlotSSM's slot width and count at each scale; about two thirds of the modules are active per step.
+@register_model("rim", RIMConfig, presets=scaled(TINY, lambda s: s.slots(top_k=round(2 * s.num_slots / 3))))
 class RIM(RecurrentModel):
     """RIM: tokens (B, T, M, D_in) -> module states (B, T, K, D), frame by frame.
 

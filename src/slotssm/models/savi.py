@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from slotssm.layers import MLP, InvertedAttention, TransformerLayer
 from slotssm.models.base import RecurrentModel, check_heads, check_positive
+from slotssm.models.presets import scaled
 from slotssm.models.registry import register_model
 from slotssm.params import slot_table
 
@@ -75,15 +76,9 @@ class Corrector(nn.Module):
 TINY = dict(input_dim=12, d_model=16, num_slots=3, num_heads=2, predictor_layers=2)
 
 
-# Presets keep SlotSSM's slot width and count; the predictor depth is what matches SlotSSM's parameter count
-# (SAVi's corrector and a one-layer predictor hold about 45% of it).
-@register_model("savi", SAViConfig, presets={
-    "tiny": TINY,  # for tests
-    "blinking_balls": dict(d_model=64, num_slots=6, predictor_layers=5),
-    "bouncing_balls": dict(d_model=64, num_slots=6, predictor_layers=5),
-    "snitch": dict(d_model=128, num_slots=8, predictor_layers=5),
-    "movi": dict(d_model=192, num_slots=11, predictor_layers=5),
-})
+# Presets keep SlotSSM's slot width and count at each scale; the predictor depth is what matches SlotSSM's parameter
+# count (SAVi's corrector and a one-layer predictor hold about 45% of it).
+@register_model("savi", SAViConfig, presets=scaled(TINY, lambda s: s.slots(predictor_layers=5)))
 class SAVi(RecurrentModel):
     """SAVi: tokens (B, T, M, D_in) -> corrected slots (B, T, K, D), frame by frame.
 

@@ -20,6 +20,7 @@ a gradient), so the single-slot encoder and mixer drop it; the rest is SlotSSM's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -28,6 +29,7 @@ from torch import nn
 
 from slotssm.models.base import LayerStackModel, check_heads, check_positive
 from slotssm.models.components import frame_encoder, frame_maps, slot_mixer
+from slotssm.models.presets import Scale, scaled
 from slotssm.models.registry import register_model
 from slotssm.ssm import build_ssm
 
@@ -118,23 +120,28 @@ class SingleStateSSMLayer(nn.Module):
 TINY = dict(input_dim=12, d_model=16, num_layers=2, num_heads=2, d_state=4, expand=1.5, encoder_layers=1)
 
 
-# Presets: SlotSSM's preset of the same name with the widths re-chosen so that the parameter count is within 15% of
-# SlotSSM's (checked in tests/models/test_parallel_baselines.py; compared at input_dim=64).
-@register_model("single_state_ssm", SingleStateSSMConfig, presets={
-    "tiny": {**TINY, "d_model": 24},
-    "blinking_balls": dict(d_model=72, d_state=16, expand=1.25, num_heads=4, encoder_layers=3),
-    "bouncing_balls": dict(d_model=72, d_state=16, expand=2.0, num_heads=4, encoder_layers=3),
-    "snitch": dict(d_model=148, d_state=16, expand=2.0, num_heads=4, encoder_layers=3),
-    "movi": dict(d_model=220, d_state=16, expand=2.0, num_heads=4, encoder_layers=3),
-})
-@register_model("single_state_ssm_split", SplitSSMConfig, presets={
-    "tiny": {**TINY, "num_slots": 3, "expand": 0.5},
-    # The SSM's projections grow with (K*D)^2: a narrower slot width D and expand = 1/4 of K*D keep the count.
-    "blinking_balls": dict(d_model=52, num_slots=6, d_state=16, expand=0.25, num_heads=4, encoder_layers=3),
-    "bouncing_balls": dict(d_model=52, num_slots=6, d_state=16, expand=0.25, num_heads=4, encoder_layers=3),
-    "snitch": dict(d_model=92, num_slots=8, d_state=16, expand=0.25, num_heads=4, encoder_layers=3),
-    "movi": dict(d_model=112, num_slots=11, d_state=16, expand=0.25, num_heads=4, encoder_layers=3),
-}, defaults=dict(d_model=64, expand=0.25))
+def _multiple_of_4(x: float) -> int:
+    return 4 * round(x / 4)
+
+
+# Split widths measured at SlotSSM's (D, K): the SSM's projections grow with (K*D)^2, so a narrower slot width and
+# expand = 1/4 of K*D keep the count. Another scale takes K*D ~ 2 D_SlotSSM sqrt(K) (it gives the first two).
+SPLIT_WIDTHS = {(64, 6): 52, (128, 8): 92, (192, 11): 112}
+
+
+def split_width(s: Scale) -> int:
+    return SPLIT_WIDTHS.get((s.d_model, s.num_slots)) or _multiple_of_4(2 * s.d_model / math.sqrt(s.num_slots))
+
+
+# Presets: SlotSSM's scale with the width re-chosen so that the parameter count is within 15% of SlotSSM's (checked
+# in tests/models/test_parallel_baselines.py at every scale; compared at input_dim=64): 1.15 D for the single
+# state. Its paper_movi width was matched at expand 2, which that preset keeps.
+@register_model("single_state_ssm", SingleStateSSMConfig, presets=scaled(
+    {**TINY, "d_model": 24}, lambda s: dict(d_model=_multiple_of_4(1.15 * s.d_model), expand=s.expand),
+    paper_movi=dict(expand=2.0)))
+@register_model("single_state_ssm_split", SplitSSMConfig, presets=scaled(
+    {**TINY, "num_slots": 3, "expand": 0.5}, lambda s: dict(d_model=split_width(s), num_slots=s.num_slots)),
+    defaults=dict(d_model=64, expand=0.25))
 class SingleStateSSM(LayerStackModel):
     """Monolithic-state SSM over K slots (K = 1 or split). tokens (B, T, M, D_in) -> slots (B, T, K, D).
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from slotssm.models.base import RecurrentModel, check_heads, check_positive
 from slotssm.models.components import SlotEncoder, SlotMixer
+from slotssm.models.presets import scaled
 from slotssm.models.registry import register_model
 
 
@@ -65,15 +66,9 @@ class SlotRNNLayer(nn.Module):
 TINY = dict(input_dim=12, d_model=16, num_slots=3, num_layers=2, num_heads=2, encoder_layers=1)
 
 
-# Presets mirror SlotSSM's of the same name (Table 2 widths, slot counts, encoder depth): the GRU (6 D^2 + 6 D
+# Presets mirror SlotSSM's at each scale (its width, slot count, 4 heads, 3-layer encoder): the GRU (6 D^2 + 6 D
 # parameters) takes the place of the Mamba block, which keeps the totals within a few percent of SlotSSM's.
-@register_model("slot_rnn", SlotRNNConfig, presets={
-    "tiny": TINY,  # for tests
-    "blinking_balls": dict(d_model=64, num_slots=6, num_heads=4, encoder_layers=3),
-    "bouncing_balls": dict(d_model=64, num_slots=6, num_heads=4, encoder_layers=3),
-    "snitch": dict(d_model=128, num_slots=8, num_heads=4, encoder_layers=3),
-    "movi": dict(d_model=192, num_slots=11, num_heads=4, encoder_layers=3),
-})
+@register_model("slot_rnn", SlotRNNConfig, presets=scaled(TINY, lambda s: s.slots()))
 class SlotRNN(RecurrentModel):
     """SlotRNN: tokens (B, T, M, D_in) -> slots (B, T, K, D), frame by frame.
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from slotssm.layers import CrossAttentionBlock
 from slotssm.models.base import LayerStackModel
 from slotssm.models.components import SlotEncoder, SlotMixer, frame_maps
+from slotssm.models.presets import Scale, scaled
 from slotssm.models.registry import register_model
 from slotssm.params import slot_table
 from slotssm.ssm import build_ssm
@@ -128,22 +129,16 @@ class SlotSSMLayer(nn.Module):
 TINY = dict(input_dim=12, d_model=16, num_slots=3, num_layers=2, num_heads=2, d_state=4, expand=1.5, encoder_layers=1)
 
 
-@register_model("slotssm", SlotSSMConfig, presets={
-    "tiny": TINY,  # for tests
-    # Paper Table 2, Blinking Color Balls column.
-    "blinking_balls": dict(d_model=64, num_slots=6, d_state=16, expand=1.25, num_heads=4, encoder_layers=3),
-    "bouncing_balls": dict(d_model=64, num_slots=6, d_state=16, expand=2.0, num_heads=4, encoder_layers=3),
-    "snitch": dict(d_model=128, num_slots=8, d_state=16, expand=2.0, num_heads=4, encoder_layers=3),
-    "movi": dict(d_model=192, num_slots=11, d_state=16, expand=1.25, num_heads=4, encoder_layers=3),
-})
-@register_model("oc_slotssm", SlotSSMConfig, presets={
-    "tiny": {**TINY, "encoder": "inverted"},
-    # Paper Table 2, MOVi column: inverted attention at every layer, state expand 1.25.
-    "movi": dict(encoder="inverted", d_model=192, num_slots=11, num_heads=4, d_state=16, expand=1.25),
-    "blinking_balls": dict(encoder="inverted", d_model=64, num_slots=6, d_state=16, expand=1.25, num_heads=4),
-    "bouncing_balls": dict(encoder="inverted", d_model=64, num_slots=6, d_state=16, expand=2.0, num_heads=4),
-    "snitch": dict(encoder="inverted", d_model=128, num_slots=8, d_state=16, expand=2.0, num_heads=4),
-}, defaults=dict(encoder="inverted"))
+def own_size(s: Scale) -> dict:
+    """A scale (models/presets.py) is SlotSSM's own size: its D, K and expand. The rest is the config's defaults,
+    which are Table 2's (state size 16, 4 heads, a 3-layer slot encoder)."""
+    return s.slots(expand=s.expand)
+
+
+@register_model("slotssm", SlotSSMConfig, presets=scaled(TINY, own_size))
+# OC-SlotSSM (Table 2, MOVi column): inverted attention at every layer.
+@register_model("oc_slotssm", SlotSSMConfig, presets=scaled({**TINY, "encoder": "inverted"}, own_size),
+                defaults=dict(encoder="inverted"))
 class SlotSSM(LayerStackModel):
     """SlotSSM (encoder="self_cross") or OC-SlotSSM (encoder="inverted"). tokens (B, T, M, D_in) -> (B, T, K, D)."""
 

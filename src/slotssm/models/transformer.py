@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from slotssm.layers import SelfAttentionBlock
 from slotssm.models.base import CachedModel, SequenceOutput, check_heads, check_positive
 from slotssm.models.components import frame_encoder
+from slotssm.models.presets import scaled
 from slotssm.models.registry import register_model
 from slotssm.params import slot_table
 
@@ -98,22 +99,11 @@ class SlotTransformerConfig(TransformerConfig):
 TINY = dict(input_dim=12, d_model=16, num_layers=2, num_heads=2, encoder_layers=1)
 
 
-# Presets: SlotSSM's widths and heads; the depth is chosen so that the parameter count is within 15% of SlotSSM's
-# preset of the same name (tests/models/test_parallel_baselines.py; compared at input_dim=64).
-@register_model("transformer", TransformerConfig, presets={
-    "tiny": TINY,
-    "blinking_balls": dict(d_model=64, num_layers=4, num_heads=4, encoder_layers=3),
-    "bouncing_balls": dict(d_model=64, num_layers=4, num_heads=4, encoder_layers=3),
-    "snitch": dict(d_model=128, num_layers=4, num_heads=4, encoder_layers=3),
-    "movi": dict(d_model=192, num_layers=4, num_heads=4, encoder_layers=3),
-})
-@register_model("slot_transformer", SlotTransformerConfig, presets={
-    "tiny": {**TINY, "num_slots": 3},
-    "blinking_balls": dict(d_model=64, num_slots=6, num_layers=3, num_heads=4, encoder_layers=3),
-    "bouncing_balls": dict(d_model=64, num_slots=6, num_layers=3, num_heads=4, encoder_layers=3),
-    "snitch": dict(d_model=128, num_slots=8, num_layers=3, num_heads=4, encoder_layers=3),
-    "movi": dict(d_model=192, num_slots=11, num_layers=3, num_heads=4, encoder_layers=3),
-})
+# Presets: SlotSSM's width (and slot count) at each scale, its 4 heads and 3-layer encoder; the depth is chosen so
+# that the parameter count is within 15% of SlotSSM's (tests/models/test_parallel_baselines.py; at input_dim=64).
+@register_model("transformer", TransformerConfig, presets=scaled(TINY, lambda s: dict(d_model=s.d_model, num_layers=4)))
+@register_model("slot_transformer", SlotTransformerConfig, presets=scaled({**TINY, "num_slots": 3},
+                                                                          lambda s: s.slots(num_layers=3)))
 class TimeCausalTransformer(CachedModel):
     """Transformer (K = 1) / SlotTransformer (K > 1). tokens (B, T, M, D_in) -> slots (B, T, K, D).
 

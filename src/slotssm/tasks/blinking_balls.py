@@ -89,10 +89,10 @@ PRESETS = {
                         decoder_heads=2, decoder_layers=1), "tiny",
                    dict(steps=4, batch_size=4, lr=3e-3, warmup=1), token_width=12),
     "small": Preset(dict(image_size=32, patch=8, num_frames=5, num_train=2000, num_val=200, decoder_width=64,
-                         decoder_layers=2), "blinking_balls", dict(steps=1500, batch_size=32, lr=1e-3, warmup=100,
+                         decoder_layers=2), "paper_blinking", dict(steps=1500, batch_size=32, lr=1e-3, warmup=100,
                                                                     ckpt_every=500)),
     # Table 2, Blinking Color Balls column: batch 128, 300K steps, AdamW lr 8e-4, weight decay 0.1.
-    "paper": Preset(dict(), "blinking_balls", dict(steps=300_000, batch_size=128, lr=8e-4, weight_decay=0.1,
+    "paper": Preset(dict(), "paper_blinking", dict(steps=300_000, batch_size=128, lr=8e-4, weight_decay=0.1,
                                                    warmup=2500)),
 }
 

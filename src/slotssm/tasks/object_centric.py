@@ -74,10 +74,10 @@ PRESETS = {
     "small": Preset(dict(image_size=32, num_frames=6, min_objects=2, max_objects=4, num_train=600, num_val=240,
                          cnn_channels=32, cnn_strides=(2, 2, 1), decoder_hidden=32, decoder_resolution=16,
                          decoder_norm=True, even_masks=True),
-                    "bouncing_balls", dict(steps=4000, batch_size=8, lr=1e-3, warmup=100, eval_batch_size=8,
+                    "w64k6", dict(steps=4000, batch_size=8, lr=1e-3, warmup=100, eval_batch_size=8,
                                            ckpt_every=500), model=dict(num_slots=5, num_layers=4)),
     # Table 2, MOVi-A column: batch 24, 500K steps, AdamW lr 3e-4, weight decay 0.1.
-    "paper": Preset(dict(), "movi", dict(steps=500_000, batch_size=24, lr=3e-4, weight_decay=0.1, warmup=2500,
+    "paper": Preset(dict(), "paper_movi", dict(steps=500_000, batch_size=24, lr=3e-4, weight_decay=0.1, warmup=2500,
                                          eval_batch_size=8)),
 }
 

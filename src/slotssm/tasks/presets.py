@@ -17,10 +17,11 @@ from slotssm.tasks.base import Task
 class Preset:
     """A task preset: only what differs from the task's config defaults.
 
-    data: fields of the task's config; model_preset: the model registry's preset; train: steps, batch_size, lr,
-    warmup, optionally weight_decay, and any other TrainConfig field; model: model-config overrides applied where
-    the model has the field
-    (e.g. a slot count, meaningless for a single-state model); token_width: the models' input_dim.
+    data: fields of the task's config; model_preset: the models' size, "tiny" or a scale of
+    `slotssm.models.presets.SCALES` ("w64k6", "paper_movi", ...; a new size goes there, not here); train: steps,
+    batch_size, lr, warmup, optionally weight_decay, and any other TrainConfig field; model: model-config overrides
+    applied where the model has the field (e.g. a slot count, meaningless for a single-state model); token_width:
+    the models' input_dim.
     """
 
     data: dict

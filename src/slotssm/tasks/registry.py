@@ -64,12 +64,18 @@ def list_tasks() -> list[str]:
 def catalogue() -> str:
     """The tasks with their presets, and the models with theirs: what `slotssm list` and `train --help` print."""
     from slotssm.models import list_models, list_presets
+    from slotssm.models.presets import describe_scales
 
-    tasks = {name: get_task(name).presets for name in list_tasks()}
+    def label(cls, preset):  # "small (w64k6)": the task preset and the model size it picks
+        size = getattr(cls, "PRESETS", {}).get(preset)
+        return f"{preset} ({size.model_preset})" if size is not None else preset
+
+    tasks = {name: [label(get_task(name), p) for p in get_task(name).presets] for name in list_tasks()}
     models = {name: list_presets(name) for name in list_models()}
     width = max(map(len, [*tasks, *models])) + 2
     lines = ["tasks (slotssm train TASK --preset P):"]
     lines += [f"  {name:<{width}}{', '.join(presets)}" for name, presets in tasks.items()]
-    lines += ["models (--model NAME; each task picks the model preset that fits it):"]
+    lines += ["models (--model NAME; each task preset picks the model size that fits it):"]
     lines += [f"  {name:<{width}}{', '.join(presets)}" for name, presets in models.items()]
+    lines += ["model sizes (slotssm/models/presets.py; D slot width, K slots, the SSM's expand):", *describe_scales()]
     return "\n".join(lines)

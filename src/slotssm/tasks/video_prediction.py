@@ -77,11 +77,11 @@ PRESETS = {
     # averages the few ball tokens away and every model sat on the mean-image plateau past 800 steps; with 8x8 ones
     # SlotSSM leaves it after ~450 steps (measured, lr 1e-3, batch 16).
     "small": Preset(dict(image_size=32, patch=8, num_objects=3, train_frames=20, context=10, rollout=20,
-                         num_train=512, num_val=32, decoder_width=64, decoder_layers=2), "bouncing_balls",
+                         num_train=512, num_val=32, decoder_width=64, decoder_layers=2), "w64k6",
                     dict(steps=600, batch_size=16, lr=1e-3, warmup=50, eval_batch_size=16, ckpt_every=200)),
     # Table 2 has no column for this experiment; its optimiser settings common to both columns (AdamW, weight decay
     # 0.1) apply, with the MOVi column's lr 3e-4.
-    "paper": Preset(dict(), "bouncing_balls", dict(steps=300_000, batch_size=32, lr=3e-4, weight_decay=0.1,
+    "paper": Preset(dict(), "w64k6", dict(steps=300_000, batch_size=32, lr=3e-4, weight_decay=0.1,
                                                    warmup=2500)),
 }
 
