@@ -84,7 +84,8 @@ def build_masks(
 
 
 class _MultiHeadBase(nn.Module):
-    """Projections shared by both attentions: q from x (B, L, D), k and v from context (B, S, Dc)."""
+    """Projections and forward shared by both attentions: q from x (B, L, D), k and v from context (B, S, Dc); each
+    subclass gives `_attend` (how queries weigh keys)."""
 
     def __init__(self, d_model: int, num_heads: int, d_context: int | None, bias: bool) -> None:
         super().__init__()
@@ -116,6 +117,20 @@ class _MultiHeadBase(nn.Module):
     def _merge(self, o: Tensor) -> Tensor:
         return self.out_proj(rearrange(o, "b h l p -> b l (h p)"))  # (B, L, D)
 
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, *, causal: bool = False, attn_bias: Tensor | None = None,
+        attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None, return_attention: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The forward of both attentions (masks: the module docstring): project, `_attend`, merge the heads."""
+        q, k, v = self._project(x, context)  # (B, H, L, P), (B, H, S, P) x2
+        masks = dict(attn_bias=attn_bias, attn_mask=attn_mask, key_padding_mask=key_padding_mask)
+        o, attn = self._attend(q, k, v, causal, masks, return_attention)  # (B, H, L, P), (B, H, L, S) | None
+        return self._merge(o), attn
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, masks: dict, return_attention: bool):
+        """q (B, H, L, P), k and v (B, H, S, P), the mask arguments -> (o (B, H, L, P), attn (B, H, L, S) | None)."""
+        raise NotImplementedError
+
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, num_heads={self.num_heads}, d_context={self.d_context}"
 
@@ -141,32 +156,27 @@ class Attention(_MultiHeadBase):
         super().__init__(d_model, num_heads, d_context, bias)
         self.dropout = dropout
 
-    def forward(
-        self, x: Tensor, context: Tensor | None = None, *, causal: bool = False, attn_bias: Tensor | None = None,
-        attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None, return_attention: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        q, k, v = self._project(x, context)  # (B, H, L, P), (B, H, S, P) x2
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, masks: dict, return_attention: bool):
         (B, H, L, _), S = q.shape, k.shape[2]
         p_drop = self.dropout if self.training else 0.0
         # Plain causal self-attention takes SDPA's dedicated path; everything else becomes one mask.
-        plain_causal = causal and L == S and attn_bias is None and attn_mask is None and key_padding_mask is None
-        bias, allowed = build_masks(B, H, L, S, causal=causal and not plain_causal, attn_bias=attn_bias,
-                                    attn_mask=attn_mask, key_padding_mask=key_padding_mask, device=x.device)
+        plain_causal = causal and L == S and all(m is None for m in masks.values())
+        bias, allowed = build_masks(B, H, L, S, causal=causal and not plain_causal, **masks, device=q.device)
         mask = allowed
         if bias is not None:
             bias = bias.to(q.dtype)
             mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
         if not return_attention:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, is_causal=plain_causal)
-            return self._merge(o), None
+            return o, None
         logits = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, L, S)
         if plain_causal:
-            mask = torch.ones(L, S, dtype=torch.bool, device=x.device).tril()
+            mask = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
         attn = logits.softmax(dim=-1)  # (B, H, L, S)
         o = F.dropout(attn, p_drop, training=self.training) @ v  # (B, H, L, P)
-        return self._merge(o), attn
+        return o, attn
 
 
 class InvertedAttention(_MultiHeadBase):
@@ -193,14 +203,9 @@ class InvertedAttention(_MultiHeadBase):
         super().__init__(d_model, num_heads, d_context, bias)
         self.eps = eps
 
-    def forward(
-        self, x: Tensor, context: Tensor | None = None, *, causal: bool = False, attn_bias: Tensor | None = None,
-        attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None, return_attention: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        q, k, v = self._project(x, context)  # (B, H, L, P), (B, H, S, P) x2
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, masks: dict, return_attention: bool):
         (B, H, L, _), S = q.shape, k.shape[2]
-        bias, allowed = build_masks(B, H, L, S, causal=causal, attn_bias=attn_bias, attn_mask=attn_mask,
-                                    key_padding_mask=key_padding_mask, device=x.device)
+        bias, allowed = build_masks(B, H, L, S, causal=causal, **masks, device=q.device)
         logits = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, L, S)
         if bias is not None:
             logits = logits + bias.to(logits.dtype)
@@ -213,4 +218,4 @@ class InvertedAttention(_MultiHeadBase):
             attn = attn * allowed
         weights = attn / (attn.sum(dim=-1, keepdim=True) + self.eps)  # renormalise over keys
         o = weights @ v  # (B, H, L, P)
-        return self._merge(o), (attn if return_attention else None)
+        return o, (attn if return_attention else None)

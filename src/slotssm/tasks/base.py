@@ -1,8 +1,8 @@
 """The Task interface: one experiment of the paper, wiring data, a model, its loss, evaluation and pictures.
 
 A new task subclasses `slotssm.tasks.presets.PresetTask` (this interface with `default_config` built from a
-`PRESETS` dict and a data-config dataclass), registers itself with `@register_task` and adds its module to
-`slotssm.tasks.registry.TASK_MODULES`. Around it: `tasks.datasets` (generated splits cached by content),
+`PRESETS` dict and a data-config dataclass, and `build_model` from its `build_encoder` and `build_head`), registers
+itself with `@register_task(name, config_cls, PRESETS)` and adds its module to `slotssm.tasks.registry.TASK_MODULES`. Around it: `tasks.datasets` (generated splits cached by content),
 `tasks.model` (`TaskModel`: encoder + seq + head), `tasks.evaluation` (batch iteration, weighted means).
 
 A task owns everything that is specific to an experiment, so the trainer (`slotssm.train.trainer`) stays generic:

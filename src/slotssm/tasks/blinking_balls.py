@@ -32,7 +32,6 @@ from slotssm.data.sources import check_source
 from slotssm.data.dataset import to_device
 from slotssm.tasks.datasets import VAL_SEED_OFFSET, generated_split
 from slotssm.tasks.evaluation import batch_iter, mean_dict
-from slotssm.tasks.model import TaskModel, build_sequence_model
 from slotssm.tasks.presets import Preset, PresetTask
 from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
@@ -140,18 +139,15 @@ class PatchSequenceEmbedding(nn.Module):
         return x + self.pos_time[:t].repeat_interleave(self.m, 0)[:, None]  # + the frame index (L, 1, D_in)
 
 
-@register_task
+@register_task("blinking_balls", BlinkingBallsConfig, PRESETS)
 class BlinkingBalls(PresetTask):
-    name = "blinking_balls"
-    config_cls = BlinkingBallsConfig
-    PRESETS = PRESETS
+    def build_encoder(self, d, width):
+        return PatchSequenceEmbedding(d.patch, d.image_size, width, d.sub, max_frames=d.num_frames)
 
-    def build_model(self):
-        d, seq = self.config.data, build_sequence_model(self.config)
-        encoder = PatchSequenceEmbedding(d.patch, d.image_size, seq.input_dim, d.sub, max_frames=d.num_frames)
+    def build_head(self, d, encoder, d_slot):
         side = d.image_size // d.dec_patch
         head = TransformerDecoder(side * side, d.dec_patch**2 * NUM_CLASSES, d.decoder_width, d.decoder_heads,
-                                  d.decoder_layers, d_slot=seq.d_model, grid=(side, side))
+                                  d.decoder_layers, d_slot=d_slot, grid=(side, side))
         # Start at the class prior (background vs the balls' expected area, shared by the 6 ball classes): from a zero
         # bias every model first spent its steps learning "all background", its slots collapsing meanwhile (pairwise
         # cosine 0.96, constant predictions at step 100), as in video prediction.
@@ -159,7 +155,7 @@ class BlinkingBalls(PresetTask):
         prior = torch.tensor([1 - ball] + [ball / (NUM_CLASSES - 1)] * (NUM_CLASSES - 1)).log()  # (7,)
         with torch.no_grad():
             head.head.bias.copy_(prior.repeat(d.dec_patch**2))  # the head's outputs are (p, p, classes)
-        return TaskModel(encoder, seq, head)
+        return head
 
     def datasets(self):
         d = self.config.data

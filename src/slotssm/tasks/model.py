@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from slotssm.config import RunConfig
 from slotssm.models import build_model
+from slotssm.vision import CNNEncoder
 
 
 def build_sequence_model(config: RunConfig):
@@ -30,3 +31,11 @@ class TaskModel(nn.Module):
         self.encoder, self.seq, self.head = encoder, seq, head
         for name, module in extra.items():
             self.add_module(name, module)
+
+
+class CNNTokens:
+    """`build_encoder` of the tasks whose frames go through `vision.CNNEncoder` (a `PresetTask` mixin, listed first):
+    their data config has `cnn_channels` and `cnn_strides` (one stride per layer)."""
+
+    def build_encoder(self, d, width: int) -> CNNEncoder:
+        return CNNEncoder(3, width, channels=d.cnn_channels, num_layers=len(d.cnn_strides), strides=d.cnn_strides)

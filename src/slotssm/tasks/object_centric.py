@@ -24,11 +24,11 @@ from slotssm.data.sources import SplitRequest, check_source, note_skipped, sourc
 from slotssm.data.dataset import to_device
 from slotssm.tasks.datasets import VAL_SEED_OFFSET, generated_split
 from slotssm.tasks.evaluation import batch_iter
-from slotssm.tasks.model import TaskModel, build_sequence_model, to_float_frames
+from slotssm.tasks.model import CNNTokens, to_float_frames
 from slotssm.tasks.presets import Preset, PresetTask
 from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
-from slotssm.vision import CNNEncoder, SpatialBroadcastDecoder
+from slotssm.vision import SpatialBroadcastDecoder
 
 # The probes are fitted on 80% of the matched validation objects and scored on the rest. With 48 validation videos
 # (134 objects, 27 scored) the shape and colour probes of a model with clean masks read 0.22 (the most frequent
@@ -87,19 +87,11 @@ def segment_scores(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.n
     return metrics.ari(true, pred, ignore_background=True), metrics.ari(true, pred), metrics.miou(true, pred)
 
 
-@register_task
-class ObjectCentric(PresetTask):
-    name = "object_centric"
-    config_cls = ObjectCentricConfig
-    PRESETS = PRESETS
-
-    def build_model(self):
-        d, seq = self.config.data, build_sequence_model(self.config)
-        encoder = CNNEncoder(3, seq.input_dim, channels=d.cnn_channels, num_layers=len(d.cnn_strides),
-                             strides=d.cnn_strides)
-        head = SpatialBroadcastDecoder(seq.d_model, d.image_size, 3, d.decoder_hidden, resolution=d.decoder_resolution,
+@register_task("object_centric", ObjectCentricConfig, PRESETS)
+class ObjectCentric(CNNTokens, PresetTask):
+    def build_head(self, d, encoder, d_slot):
+        return SpatialBroadcastDecoder(d_slot, d.image_size, 3, d.decoder_hidden, resolution=d.decoder_resolution,
                                        group_norm=d.decoder_norm, even_masks=d.even_masks)
-        return TaskModel(encoder, seq, head)
 
     def datasets(self):
         d = self.config.data

@@ -1,8 +1,10 @@
 """Presets of a task: `Preset` holds only what differs from the defaults; `PresetTask` (the class a new task
-subclasses) builds its `default_config` from them."""
+subclasses) builds its `default_config` from them, and its model from the task's `build_encoder` and `build_head`
+around the run's sequence model."""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -11,6 +13,7 @@ from slotssm.config import OptimConfig, RunConfig, TrainConfig
 from slotssm.models import list_models, model_config
 from slotssm.models.registry import get_entry
 from slotssm.tasks.base import Task
+from slotssm.tasks.model import TaskModel, build_sequence_model
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class Preset:
 
 
 class PresetTask(Task):
-    """A task whose `default_config` is built from `PRESETS` and its config dataclass `config_cls`."""
+    """A task whose `default_config` is built from `PRESETS` and its config dataclass `config_cls`, and whose model
+    is `TaskModel(build_encoder(...), the run's sequence model, build_head(...))`."""
 
     config_cls: ClassVar[type]
     PRESETS: ClassVar[dict[str, Preset]]
@@ -51,3 +55,18 @@ class PresetTask(Task):
         mcfg = model_config(model_name, p.model_preset, input_dim=p.token_width, **extra)
         return RunConfig(task=cls.name, model_name=model_name, preset=preset, data=cls.config_cls(**p.data),
                          model=mcfg, train=TrainConfig(optim=optim, **tr))
+
+    def build_model(self) -> TaskModel:
+        """The sequence model of the run's config, then the task's encoder and head (in this order: the same seed
+        gives the same weights)."""
+        d, seq = self.config.data, build_sequence_model(self.config)
+        encoder = self.build_encoder(d, seq.input_dim)
+        return TaskModel(encoder, seq, self.build_head(d, encoder, seq.d_model))
+
+    @abc.abstractmethod
+    def build_encoder(self, d, width: int):
+        """The vision encoder for data config `d`: pixels -> tokens of `width` (the sequence model's input_dim)."""
+
+    @abc.abstractmethod
+    def build_head(self, d, encoder, d_slot: int):
+        """The decoder or head for data config `d` (and the `encoder` built before it) on slots (..., K, d_slot)."""

@@ -31,8 +31,29 @@ def _load_task_modules() -> None:
         _loaded = True
 
 
-def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator adding a `Task` subclass under `cls.name`; a second class under a taken name is an error."""
+def register_task(task, config_cls: type | None = None, presets: dict | None = None):
+    """Class decorator adding a `Task` subclass under its name; a second class under a taken name is an error.
+
+        @register_task("video_prediction", VideoPredictionConfig, PRESETS)   # a PresetTask: name, data config,
+        class VideoPrediction(PresetTask): ...                                # presets (as register_model)
+
+        @register_task                                                       # any Task with a class attribute
+        class Toy(Task): name = "toy"                                         # `name`
+    """
+    if isinstance(task, str):
+        def deco(cls):
+            cls.name = task
+            if config_cls is not None:
+                cls.config_cls = config_cls
+            if presets is not None:
+                cls.PRESETS = presets
+            return _register(cls)
+
+        return deco
+    return _register(task)
+
+
+def _register(cls: type[Task]) -> type[Task]:
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise TypeError(f"register_task expects a Task subclass, got {cls!r}")
     name = getattr(cls, "name", None)

@@ -29,11 +29,11 @@ from slotssm.data.sources import SplitRequest, check_source, source_splits
 from slotssm.data.dataset import to_device
 from slotssm.tasks.datasets import VAL_SEED_OFFSET, generated_split
 from slotssm.tasks.evaluation import batch_iter
-from slotssm.tasks.model import TaskModel, build_sequence_model, to_float_frames
+from slotssm.tasks.model import CNNTokens, to_float_frames
 from slotssm.tasks.presets import Preset, PresetTask
 from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
-from slotssm.vision import CNNEncoder, SpatialBroadcastDecoder
+from slotssm.vision import SpatialBroadcastDecoder
 
 GRID = 6
 
@@ -97,22 +97,13 @@ class SnitchPredictor(nn.Module):
         return self.out(self.norm(x[:, 0]))
 
 
-@register_task
-class SnitchLocalization(PresetTask):
-    name = "snitch_localization"
-    config_cls = SnitchConfig
-    PRESETS = PRESETS
-
-    def build_model(self):
-        d, seq = self.config.data, build_sequence_model(self.config)
-        encoder = CNNEncoder(3, seq.input_dim, channels=d.cnn_channels, num_layers=len(d.cnn_strides),
-                             strides=d.cnn_strides)
+@register_task("snitch_localization", SnitchConfig, PRESETS)
+class SnitchLocalization(CNNTokens, PresetTask):
+    def build_head(self, d, encoder, d_slot):
         if d.objective == "classify":
-            head = SnitchPredictor(seq.d_model, d.predictor_heads, d.predictor_layers)
-        else:
-            head = SpatialBroadcastDecoder(seq.d_model, d.image_size, 3, d.decoder_hidden,
-                                           resolution=min(d.image_size, d.decoder_resolution))
-        return TaskModel(encoder, seq, head)
+            return SnitchPredictor(d_slot, d.predictor_heads, d.predictor_layers)
+        return SpatialBroadcastDecoder(d_slot, d.image_size, 3, d.decoder_hidden,
+                                       resolution=min(d.image_size, d.decoder_resolution))
 
     def datasets(self):
         d = self.config.data

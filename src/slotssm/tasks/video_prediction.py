@@ -26,7 +26,7 @@ from slotssm.data.dataset import to_device
 from slotssm.patches import unpatchify
 from slotssm.tasks.datasets import VAL_SEED_OFFSET, generated_split
 from slotssm.tasks.evaluation import batch_iter
-from slotssm.tasks.model import TaskModel, build_sequence_model, to_float_frames
+from slotssm.tasks.model import to_float_frames
 from slotssm.tasks.presets import Preset, PresetTask
 from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
@@ -104,21 +104,18 @@ def rollout_metrics(per_step: np.ndarray) -> dict[str, float]:
     return out
 
 
-@register_task
+@register_task("video_prediction", VideoPredictionConfig, PRESETS)
 class VideoPrediction(PresetTask):
-    name = "video_prediction"
-    config_cls = VideoPredictionConfig
-    PRESETS = PRESETS
+    def build_encoder(self, d, width):
+        return PatchTokenizer(d.image_size, d.patch, 1, width)
 
-    def build_model(self):
-        d, seq = self.config.data, build_sequence_model(self.config)
-        encoder = PatchTokenizer(d.image_size, d.patch, 1, seq.input_dim)
+    def build_head(self, d, encoder, d_slot):
         head = TransformerDecoder(encoder.num_patches, d.patch * d.patch, d.decoder_width, d.decoder_heads,
-                                  d.decoder_layers, d_slot=seq.d_model, grid=encoder.grid)
+                                  d.decoder_layers, d_slot=d_slot, grid=encoder.grid)
         with torch.no_grad():  # start at the expected brightness: sigmoid(bias) = the balls' mean area fraction
             lit = _ball_fraction(d)
             head.head.bias.fill_(math.log(lit / (1 - lit)))  # a Python float: also builds on the meta device
-        return TaskModel(encoder, seq, head)
+        return head
 
     def datasets(self):
         d = self.config.data

@@ -32,11 +32,12 @@ from torch.utils.data import Dataset
 from slotssm.data.dataset import to_tensor
 from slotssm.data.readers.common import pad_objects, read_video, select_frames
 
-__all__ = ["MoviDataset", "movi_item"]
+__all__ = ["MoviDataset", "MoviReader", "movi_item"]
 
 
-class MoviDataset(Dataset):
-    """Videos under ``<root>/<split>/<video_id>/`` (see the module docstring), sorted by folder name.
+class MoviReader(Dataset):
+    """What the MOVi readers share: `read(index)` gives an item's numpy arrays (`movi_item`, every frame); indexing
+    keeps `frame_indices`, makes tensors and applies `transform`. A reader opens `split` of `root` in `_open`.
 
     max_objects: K, the number of object slots (MOVi-A/B have at most 10 objects, MOVi-C..E up to 23).
     frame_indices: frames to keep (a sequence or ``f(num_frames) -> indices``); transform: applied to the item last.
@@ -50,13 +51,35 @@ class MoviDataset(Dataset):
         frame_indices: Sequence[int] | Callable[[int], Sequence[int]] | None = None,
         transform: Callable[[dict[str, Any]], Any] | None = None,
     ):
+        self._open(root, split)
+        self.max_objects, self.frame_indices, self.transform = max_objects, frame_indices, transform
+
+    def _open(self, root: str | Path, split: str) -> None:
+        raise NotImplementedError
+
+    def read(self, index: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.read(index)
+        idx = self.frame_indices(len(item["video"])) if callable(self.frame_indices) else self.frame_indices
+        for key in ("video", "segmentations", "positions", "visibility"):
+            item[key] = select_frames(item[key], idx)
+        out = {key: to_tensor(np.asarray(v)) for key, v in item.items()}
+        return self.transform(out) if self.transform is not None else out
+
+
+class MoviDataset(MoviReader):
+    """Videos under ``<root>/<split>/<video_id>/`` (see the module docstring), sorted by folder name; the arguments
+    are `MoviReader`'s."""
+
+    def _open(self, root: str | Path, split: str) -> None:
         folder = Path(root) / split
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such split folder (expected <root>/<split>/<video_id>/)")
         self.videos = sorted(p for p in folder.iterdir() if p.is_dir())
         if not self.videos:
             raise FileNotFoundError(f"{folder}: no video folders")
-        self.max_objects, self.frame_indices, self.transform = max_objects, frame_indices, transform
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -76,14 +99,6 @@ class MoviDataset(Dataset):
     def describe(self, index: int) -> str:
         """Where item `index` comes from (for error messages)."""
         return str(self.videos[index])
-
-    def __getitem__(self, index: int) -> Any:
-        item = self.read(index)
-        idx = self.frame_indices(len(item["video"])) if callable(self.frame_indices) else self.frame_indices
-        for key in ("video", "segmentations", "positions", "visibility"):
-            item[key] = select_frames(item[key], idx)
-        out = {key: to_tensor(np.asarray(v)) for key, v in item.items()}
-        return self.transform(out) if self.transform is not None else out
 
 
 def movi_item(video: np.ndarray, seg: np.ndarray, instances: list[dict], k: int, where) -> dict[str, np.ndarray]:

@@ -31,16 +31,12 @@ are those of `slotssm.data.readers.MoviDataset` (`movi_item`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
-from slotssm.data.dataset import to_tensor
-from slotssm.data.readers.common import select_frames
-from slotssm.data.readers.movi import movi_item
+from slotssm.data.readers.movi import MoviReader, movi_item
 from slotssm.data.readers.tfrecord import index_records, parse_example, read_record
 
 __all__ = ["MoviTFRecordDataset", "find_shards", "decode_pngs"]
@@ -75,30 +71,21 @@ def _scalar(ex: dict, key: str, where: str) -> int:
     return int(value[0])
 
 
-class MoviTFRecordDataset(Dataset):
+class MoviTFRecordDataset(MoviReader):
     """The videos of one split of a MOVi TFDS folder (see the module docstring), in shard and record order.
 
     Opening indexes every record's position (reading 12 bytes per record; a truncated or corrupted shard is an
-    error naming it); items are read, checksum-verified and decoded on access.
-    max_objects: K (MOVi-A/B have at most 10 objects, MOVi-C..E up to 23). frame_indices, transform: as in
-    `MoviDataset`.
+    error naming it); items are read, checksum-verified and decoded on access. The arguments are `MoviReader`'s
+    (max_objects: K; MOVi-A/B have at most 10 objects, MOVi-C..E up to 23).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        max_objects: int = 24,
-        frame_indices: Sequence[int] | Callable[[int], Sequence[int]] | None = None,
-        transform: Callable[[dict[str, Any]], Any] | None = None,
-    ):
+    def _open(self, root: str | Path, split: str) -> None:
         self.shards = find_shards(root, split)
         if not self.shards:
             raise FileNotFoundError(f"{root}: no TFRecord shards of split {split!r} (expected *-{split}.tfrecord*)")
         self.records = [(shard, off, n) for shard in self.shards for off, n in index_records(shard)]
         if not self.records:
             raise ValueError(f"{root}: the shards of split {split!r} hold no records")
-        self.max_objects, self.frame_indices, self.transform = max_objects, frame_indices, transform
 
     def __len__(self) -> int:
         return len(self.records)
@@ -143,11 +130,3 @@ class MoviTFRecordDataset(Dataset):
         if values.size != num * int(np.prod(shape, dtype=np.int64)):
             raise ValueError(f"{where}: feature {key!r} has {values.size} values, expected {num} x {shape}")
         return values.reshape(num, *shape)
-
-    def __getitem__(self, index: int) -> Any:
-        item = self.read(index)
-        idx = self.frame_indices(len(item["video"])) if callable(self.frame_indices) else self.frame_indices
-        for key in ("video", "segmentations", "positions", "visibility"):
-            item[key] = select_frames(item[key], idx)
-        out = {key: to_tensor(np.asarray(v)) for key, v in item.items()}
-        return self.transform(out) if self.transform is not None else out
