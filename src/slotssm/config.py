@@ -119,8 +119,23 @@ class RunConfig:
 # Keys renamed since config files were first written: old dotted key -> new one. Overrides and config files that
 # use the old key are mapped onto the new one.
 RENAMED_KEYS = {"data.init_from": "train.init_from"}
-# Keys added since: a config file without them gets the defaults of the config it is rebuilt on.
-ADDED_KEYS = ("train.init_from", "train.init_modules")
+# Keys added since: a config file without one gets the value that reproduces what the file's run did (the option
+# did not exist, so it was off), where the config it is rebuilt on has the field. FIELD_DEFAULT: the field's
+# dataclass default, which is "off" for each of these; a callable: computed from the old file's dict.
+FIELD_DEFAULT = object()
+ADDED_KEYS: dict[str, Any] = {
+    "train.init_from": FIELD_DEFAULT, "train.init_modules": FIELD_DEFAULT, "train.time_limit_s": FIELD_DEFAULT,
+    "train.health": FIELD_DEFAULT,
+    "data.source": FIELD_DEFAULT, "data.root": FIELD_DEFAULT, "data.resize": FIELD_DEFAULT,
+    "data.subpatch": FIELD_DEFAULT, "data.decoder_patch": FIELD_DEFAULT,  # blinking: one token per step
+    "data.feedback_passes": FIELD_DEFAULT, "data.feedback_grad": FIELD_DEFAULT,  # video prediction: teacher forcing
+    "data.decoder_norm": FIELD_DEFAULT, "data.even_masks": FIELD_DEFAULT,  # object-centric decoder options
+    "data.snitch_size": FIELD_DEFAULT, "data.cone_size": FIELD_DEFAULT,  # the snitch generator's defaults
+    "data.decoder_resolution": lambda d: d["data"]["image_size"],  # snitch pre-training decoded at full size
+    # inverted attention had one head per attention head of the model before it got its own count
+    "model.inverted_heads": lambda d: d["model"]["num_heads"], "model.cross_heads": lambda d: d["model"]["num_heads"],
+    "model.cross_chunk": FIELD_DEFAULT,  # a memory/speed setting of PSB: the same results for any value
+}
 
 
 def _field_types(obj) -> dict[str, Any]:
@@ -377,13 +392,20 @@ def _migrate(d: dict, template) -> dict:
             dst = dst.setdefault(p, {}) if isinstance(dst, dict) else None
         if isinstance(dst, dict) and new_leaf not in dst:
             dst[new_leaf] = value
-    for key in ADDED_KEYS:
+    old_dict = json.loads(json.dumps(d))
+    for key, meant in ADDED_KEYS.items():
         *parents, leaf = key.split(".")
         dst, obj = d, template
         for p in parents:
             dst, obj = dst.get(p) if isinstance(dst, dict) else None, getattr(obj, p, None)
-        if isinstance(dst, dict) and leaf not in dst and dataclasses.is_dataclass(obj) and hasattr(obj, leaf):
-            dst[leaf] = config_to_dict(obj)[leaf]
+        if not (isinstance(dst, dict) and leaf not in dst and dataclasses.is_dataclass(obj) and hasattr(obj, leaf)):
+            continue
+        if callable(meant):
+            dst[leaf] = meant(old_dict)
+        else:
+            f = next(f for f in dataclasses.fields(obj) if f.name == leaf)
+            value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            dst[leaf] = list(value) if isinstance(value, tuple) else value
     return d
 
 

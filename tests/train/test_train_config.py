@@ -187,3 +187,24 @@ def test_one_converter_for_text_and_json():
         convert_value("1000", int, "k", text=False)  # JSON holds numbers as numbers
     assert convert_value("(1, 2)", tuple[int, ...], "k", text=True) == convert_value([1, 2], tuple[int, ...], "k",
                                                                                      text=False) == (1, 2)
+
+
+def test_config_files_written_before_an_option_existed_get_its_off_value():
+    """A task preset may switch a newer option on; a file written before the option existed meant it off (or,
+    for the inverted-attention head counts, one head per attention head), whatever the preset says today."""
+    from slotssm.tasks import get_task
+
+    cls = get_task("object_centric")
+    template = apply_overrides(cls.default_config("small", "oc_slotssm"), ["model.num_heads=2"])
+    assert template.data.decoder_norm and template.data.even_masks  # the small preset switches them on
+    d = config_to_dict(template)
+    for key in ("decoder_norm", "even_masks", "source", "root", "resize"):
+        del d["data"][key]
+    del d["model"]["inverted_heads"], d["train"]["time_limit_s"]
+    old = config_from_dict(d, template)
+    assert not old.data.decoder_norm and not old.data.even_masks and old.data.source == "generated"
+    assert old.model.inverted_heads == 2 and old.train.time_limit_s == 0.0
+    snitch = get_task("snitch_localization").default_config("small", "slotssm")
+    d = config_to_dict(snitch)
+    del d["data"]["decoder_resolution"]
+    assert config_from_dict(d, snitch).data.decoder_resolution == snitch.data.image_size

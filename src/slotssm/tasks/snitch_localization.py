@@ -47,6 +47,8 @@ class SnitchConfig:
     num_train: int = 2000
     num_val: int = 200
     seed: int = 0
+    snitch_size: float = 0.035  # the generator's snitch and cone sizes, fractions of image_size (data/snitch.py)
+    cone_size: float = 0.12
     objective: str = "classify"  # "classify" | "reconstruct" (pre-training)
     cnn_channels: int = 64
     cnn_strides: tuple[int, ...] = (2, 2, 2, 1)
@@ -110,7 +112,8 @@ class SnitchLocalization(CNNTokens, PresetTask):
         if d.source != "generated" or d.root:
             req = SplitRequest(("video", "label"), d.num_frames, "data.num_frames", d.image_size)
             return source_splits(self.name, d, self.data_dir, req, req)
-        params = dict(num_frames=d.num_frames, image_size=d.image_size)
+        params = dict(num_frames=d.num_frames, image_size=d.image_size, snitch_size=d.snitch_size,
+                      cone_size=d.cone_size)
         keys = ["video", "label"]
         return (generated_split(self.data_dir, "snitch", params, d.num_train, d.seed, keys=keys),
                 generated_split(self.data_dir, "snitch", params, d.num_val, d.seed + VAL_SEED_OFFSET, keys=keys))
