@@ -284,3 +284,22 @@ def test_object_centric_probes_need_enough_objects(data_dir):
     for key in ("probe_shape_acc", "probe_color_acc"):
         assert 0 <= out[key] <= 1
     assert np.isfinite(out["probe_position_r2"])
+
+
+def test_blinking_ball_weight_weighs_the_ball_pixels(data_dir):
+    import torch
+    import torch.nn.functional as F
+
+    plain = make("blinking_balls", data_dir)
+    heavy = make("blinking_balls", data_dir, ball_weight=4.0)
+    torch.manual_seed(0)
+    model = plain.build_model()
+    batch = plain.collate([plain.datasets()[0][i] for i in range(2)])
+    target = batch["target_classes"].long()
+    with torch.no_grad():
+        nll = F.cross_entropy(plain.logits(model, batch["frames"]), target, reduction="none")  # (B, H, W)
+    w = torch.where(target > 0, 4.0, 1.0)
+    assert plain.loss(model, batch)[0].item() == pytest.approx(float(nll.mean()), rel=1e-5)
+    assert heavy.loss(model, batch)[0].item() == pytest.approx(float((nll * w).sum() / w.sum()), rel=1e-5)
+    with pytest.raises(ValueError, match="ball_weight"):
+        make("blinking_balls", data_dir, ball_weight=0.0)
