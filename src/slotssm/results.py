@@ -20,7 +20,10 @@ PAPER = {
         "single-state SSM and SlotRNN fall behind."
     ),
     "object_centric": (
-        "§7.3 (MOVi-A/B): OC-SlotSSM beats SAVi on FG-ARI, mIoU and the position / colour / shape probes."
+        "§7.3 (MOVi-A/B): OC-SlotSSM beats SAVi on FG-ARI, mIoU and the position / colour / shape probes, with "
+        "tighter masks and less object splitting; SAVi tends to collapse into one slot when trained long. PSB is "
+        "not in the paper's comparison: it is here as the parallel slot learner whose inverted attention "
+        "OC-SlotSSM uses."
     ),
     "snitch_localization": (
         "Table 1 (CATER): SlotSSM is ahead of SlotTransformer and far ahead of the single-state SSM in top-1 and "
