@@ -46,14 +46,14 @@ def test_reproduce_runs_seeds_and_writes_a_page(tmp_path, capsys):
             "--set", "train.batch_size=2"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "[4/4]" in printed and "oc_slotssm seed 1: fg_ari " in printed and "ETA" in printed  # one line per run
+    assert "[6/6]" in printed and "oc_slotssm seed 1: fg_ari " in printed and "ETA" in printed  # one line per run
     page = (tmp_path / "results" / "object_centric.md").read_text()
-    assert "| oc_slotssm |" in page and "| savi |" in page and "+-" in page
+    assert "| oc_slotssm |" in page and "| savi |" in page and "| psb |" in page and "+-" in page
     assert "Training health at the last probe" in page and "![oc_slotssm: slots](object_centric_slots/main-oc_slotssm.png)" in page
     assert (tmp_path / "results" / "object_centric_slots" / "main-savi.png").stat().st_size > 0
     assert "| *reference: one segment* |" in page and "Order by `fg_ari`" in page
     raw = json.loads((tmp_path / "results" / "object_centric.json").read_text())
-    assert len(raw["runs"]) == 4 and raw["steps"] == 2
+    assert len(raw["runs"]) == 6 and raw["steps"] == 2
     # A second call finds every run finished and only rewrites the page.
     assert main(args) == 0
     # Other settings in the same runs directory are refused, not mixed with the finished runs.
