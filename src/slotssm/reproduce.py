@@ -39,7 +39,7 @@ EXPERIMENTS = {
         "video_prediction",
         ("slotssm", "slot_transformer", "single_state_ssm", "single_state_ssm_split", "rim", "transformer"),
         ("rollout_mse", "rollout_mse_first", "rollout_mse_last"),
-        ("data.num_train=512", "data.num_val=64"),
+        ("data.num_val=64",),
     ),
     "blinking_balls": Experiment(
         "blinking_balls",
