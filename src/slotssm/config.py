@@ -393,7 +393,6 @@ def _migrate(d: dict, template) -> dict:
             dst = dst.setdefault(p, {}) if isinstance(dst, dict) else None
         if isinstance(dst, dict) and new_leaf not in dst:
             dst[new_leaf] = value
-    old_dict = json.loads(json.dumps(d))
     for key, meant in ADDED_KEYS.items():
         *parents, leaf = key.split(".")
         dst, obj = d, template
@@ -402,7 +401,7 @@ def _migrate(d: dict, template) -> dict:
         if not (isinstance(dst, dict) and leaf not in dst and dataclasses.is_dataclass(obj) and hasattr(obj, leaf)):
             continue
         if callable(meant):
-            dst[leaf] = meant(old_dict)
+            dst[leaf] = meant(d)  # reads keys the old file has
         else:
             f = next(f for f in dataclasses.fields(obj) if f.name == leaf)
             value = f.default_factory() if f.default is dataclasses.MISSING else f.default
