@@ -96,7 +96,7 @@ PRESETS = {
     # Measured (SlotSSM, seed 0, one thread, ~2 steps/s, a 4000-step schedule, 200 held-out videos): with the plain
     # cross-entropy, ball IoU 0.08 / 0.20 / 0.33 / 0.51 at steps 1000 / 1500 / 2000 / 3000 (the last frame's balls
     # copied: 0.63); with ball pixels weighted 5x (ball_weight, a deviation from the paper's plain cross-entropy)
-    # 0.32 / 0.44 / 0.48 at 1000 / 1500 / 1750. Colour accuracy on the ball pixels stays at the most frequent
+    # 0.32 / 0.44 / 0.50 at 1000 / 1500 / 2000. Colour accuracy on the ball pixels stays at the most frequent
     # colour's 0.22 in every run. With 2 balls, or 1 ball (whose frame-0 colour is the answer), it stays at chance
     # after 1000 steps too, as with a sin-cos frame-index embedding; 8 training videos are fitted exactly (colour
     # 1.0) in 150 steps.
