@@ -79,9 +79,10 @@ PRESETS = {
     # cnn_strides (2, 2, 2)) all reach constant predictions (sensitivity < 3e-5) by step 75-150, the loss stays at
     # log 36 and top-1 at 0.035 (label prior 0.055): the encoder's attention stays uniform (entropy 0.99-1.00) and
     # the slots' input sensitivity falls (SlotSSM 1.3e-3 -> 1.6e-5, OC-SlotSSM 8e-4 -> 1.3e-4 in 325 steps).
-    # SlotSSM pre-trained on reconstruction collapses too (slot cosine 0.985,
-    # uniform alpha masks at step 200). Next: pre-training with OC-SlotSSM and the object-centric decoder recipe
-    # (decoder_norm, even_masks, 4 layers, lr 1e-3), which splits masks there after ~1500 steps.
+    # SlotSSM pre-trained on reconstruction collapses too (slot cosine 0.985, uniform alpha masks at step 200).
+    # Next: pre-training with OC-SlotSSM and the object-centric decoder recipe (decoder_norm, even_masks, 4 layers,
+    # lr 1e-3), which splits masks there after ~1500 steps; in 660 steps here its slots left the constant plateau
+    # (slot sensitivity 2e-5 -> 0.07 at step ~250) with the alpha masks still uniform.
     "small": Preset(dict(image_size=32, num_frames=60, segments=10, stride=6, num_train=800, num_val=100,
                          cnn_channels=32, cnn_strides=(2, 2, 1)), "w64k6",
                     dict(steps=1500, batch_size=16, lr=5e-4, warmup=100, eval_batch_size=16, ckpt_every=500)),
