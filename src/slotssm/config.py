@@ -129,6 +129,7 @@ ADDED_KEYS: dict[str, Any] = {
     "data.source": FIELD_DEFAULT, "data.root": FIELD_DEFAULT, "data.resize": FIELD_DEFAULT,
     "data.subpatch": FIELD_DEFAULT, "data.decoder_patch": FIELD_DEFAULT,  # blinking: one token per step
     "data.ball_weight": FIELD_DEFAULT,  # blinking: plain cross-entropy
+    "data.token_mlp": FIELD_DEFAULT,  # blinking: the token was the embedding sum
     "data.feedback_passes": FIELD_DEFAULT, "data.feedback_grad": FIELD_DEFAULT,  # video prediction: teacher forcing
     "data.decoder_norm": FIELD_DEFAULT, "data.even_masks": FIELD_DEFAULT,  # object-centric decoder options
     "data.snitch_size": FIELD_DEFAULT, "data.cone_size": FIELD_DEFAULT,  # the snitch generator's defaults

@@ -212,6 +212,10 @@ def test_blinking_sub_patch_tokens_and_finer_decoder(tmp_path):
         seq = patchify(frames.float() / 255.0, 8, channels_last=True).flatten(1, 2)  # (B, T*M, p*p*3)
         torch.testing.assert_close(whole.proj(seq)[0, step], whole(frames)[0, step, 0] - whole.pos[m, 0]
                                    - whole.pos_time[t])
+        # token_mlp: the same sum, then the MLP, token by token
+        emb_mlp = PatchSequenceEmbedding(8, 16, 12, subpatch=4, max_frames=3, mlp=True)
+        plain = emb_mlp.proj(pix) + emb_mlp.pos[m, sub] + emb_mlp.pos_time[t]
+        torch.testing.assert_close(emb_mlp(frames)[0, step, sub], emb_mlp.mlp(plain))
     task_cls = get_task("blinking_balls")
     cfg = apply_overrides(task_cls.default_config("tiny", "slotssm"), ["data.subpatch=4", "data.decoder_patch=4"])
     task = task_cls(cfg, tmp_path)

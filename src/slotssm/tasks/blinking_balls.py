@@ -58,6 +58,9 @@ class BlinkingBallsConfig:
     # Cross-entropy weight of the pixels whose true class is a ball (white or a colour); background weighs 1. The
     # paper's plain cross-entropy is 1.0; the balls cover ~11% of the pixels.
     ball_weight: float = 1.0
+    # App. C.3: the embedded sub-patches plus their position embeddings go through "an MLP layer to compute the final
+    # tokens". False: the sum itself is the token (this library before the option).
+    token_mlp: bool = False
     source: str = "generated"  # the only source: targets come from the generator's colour log (docs/data.md)
     root: str = ""
 
@@ -127,9 +130,11 @@ def class_metrics(pred: Tensor, target: Tensor, palette: Tensor, colour: Tensor 
 class PatchSequenceEmbedding(nn.Module):
     """frames (B, T, H, W, 3) uint8 -> tokens (B, T*M, S, D_in): one p x p patch per step, cut into S = (p/s)^2
     sub-patches of side s, each a linear embedding + its position in the frame (a sin-cos start on the frame's grid of
-    sub-patches, learned) + the frame index's embedding (learned, `max_frames` of them)."""
+    sub-patches, learned) + the frame index's embedding (learned, `max_frames` of them); with `mlp`, that sum then
+    goes through an MLP (LN, D_in -> 4 D_in, GELU, -> D_in), App. C.3's "MLP layer to compute the final tokens"."""
 
-    def __init__(self, patch: int, image_size: int, d_in: int, subpatch: int | None = None, max_frames: int = 1):
+    def __init__(self, patch: int, image_size: int, d_in: int, subpatch: int | None = None, max_frames: int = 1,
+                 mlp: bool = False):
         super().__init__()
         s = subpatch or patch
         self.patch, self.sub, self.side = patch, s, image_size // patch
@@ -140,6 +145,8 @@ class PatchSequenceEmbedding(nn.Module):
         grid = grid.permute(0, 2, 1, 3, 4).reshape(self.m, self.per_step, d_in)  # (M, S, D_in): patch, then sub
         self.pos = no_decay(nn.Parameter(grid))
         self.pos_time = no_decay(nn.Parameter(torch.randn(max_frames, d_in) * 0.02))  # (T_max, D_in)
+        self.mlp = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, 4 * d_in), nn.GELU(),
+                                 nn.Linear(4 * d_in, d_in)) if mlp else None
 
     def forward(self, frames: Tensor) -> Tensor:
         t = frames.shape[1]
@@ -149,13 +156,14 @@ class PatchSequenceEmbedding(nn.Module):
         seq = patchify(seq.unflatten(-1, (self.patch, self.patch, 3)), self.sub, channels_last=True)  # (B, L, S, s*s*3)
         x = self.proj(seq)  # (B, L, S, D_in)
         x = x + self.pos.repeat(t, 1, 1)  # position in the frame (L, S, D_in)
-        return x + self.pos_time[:t].repeat_interleave(self.m, 0)[:, None]  # + the frame index (L, 1, D_in)
+        x = x + self.pos_time[:t].repeat_interleave(self.m, 0)[:, None]  # + the frame index (L, 1, D_in)
+        return x if self.mlp is None else self.mlp(x)
 
 
 @register_task("blinking_balls", BlinkingBallsConfig, PRESETS)
 class BlinkingBalls(PresetTask):
     def build_encoder(self, d, width):
-        return PatchSequenceEmbedding(d.patch, d.image_size, width, d.sub, max_frames=d.num_frames)
+        return PatchSequenceEmbedding(d.patch, d.image_size, width, d.sub, max_frames=d.num_frames, mlp=d.token_mlp)
 
     def build_head(self, d, encoder, d_slot):
         side = d.image_size // d.dec_patch
