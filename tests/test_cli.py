@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from slotssm.cli import main
 
 
@@ -72,3 +74,17 @@ def test_unknown_command_and_experiment_exit_with_usage(capsys):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2
+
+
+def test_reproduce_reuse_ignores_the_checkpoint_cadence(tmp_path):
+    """Runs checkpoint every CKPT_EVERY steps (a stopped reproduction resumes mid-run); runs made when the cadence
+    was another value are still reused, while any setting that changes results is refused."""
+    from slotssm import reproduce
+
+    run = tmp_path / "run"
+    run.mkdir()
+    base = {"preset": "small", "steps": 20}
+    (run / "reproduce.json").write_text(json.dumps({**base, "sets": ["train.steps=20", "train.ckpt_every=100000"]}))
+    reproduce._check_reuse(run, {**base, "sets": ["train.steps=20", f"train.ckpt_every={reproduce.CKPT_EVERY}"]})
+    with pytest.raises(ValueError, match="other settings"):
+        reproduce._check_reuse(run, {**base, "sets": ["train.steps=20", "train.seed=1"]})

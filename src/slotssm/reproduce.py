@@ -144,11 +144,22 @@ def _run_dir(root: Path, variant: str, model: str, seed: int, pre: bool) -> Path
     return root / _variant_label(variant) / f"{model}{'-pretrain' if pre else ''}" / f"seed{seed}"
 
 
+# Every run checkpoints this often, so a reproduction stopped mid-run (a session's end) resumes from the last one.
+CKPT_EVERY = 250
+
+
+def _results_settings(settings: dict) -> dict:
+    """`settings` without the checkpoint cadence, which does not change results (runs made before it was set every
+    CKPT_EVERY steps carry another value)."""
+    return {**settings, "sets": [s for s in settings.get("sets", []) if not s.startswith("train.ckpt_every=")]}
+
+
 def _check_reuse(run: Path, settings: dict) -> None:
     """Refuse to reuse or resume a run made with other settings (say, another --steps in the same --runs-dir)."""
     saved = run / "reproduce.json"
+    settings = _results_settings(settings)
     if saved.exists():
-        old = json.loads(saved.read_text())
+        old = _results_settings(json.loads(saved.read_text()))
     elif (run / "eval.json").exists():  # made before runs kept reproduce.json: only the step count can be checked
         old = {**settings, "steps": json.loads((run / "eval.json").read_text())["step"]}
     else:
@@ -162,7 +173,7 @@ def _check_reuse(run: Path, settings: dict) -> None:
 def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
     run = _run_dir(root, variant, model, seed, pre)
     sets = list(exp.overrides) + list(args.overrides) + list(exp.variants[variant]) + [
-        f"train.steps={steps}", f"train.seed={seed}", "train.ckpt_every=100000"]
+        f"train.steps={steps}", f"train.seed={seed}", f"train.ckpt_every={CKPT_EVERY}"]
     if pre:
         sets += list(exp.pretrain[variant])
     elif variant in exp.pretrain:
