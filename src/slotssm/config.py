@@ -201,14 +201,15 @@ def _scalar_from_json(value, tp, bad: ValueError):
 
 
 def _text_items(text: str) -> list[str]:
-    """ "(1, 2)", "[1,2]", "1,2", "(3,)" -> the element texts."""
+    """ "(1, 2)", "[1,2]", "1,2", "(3,)" -> the element texts; quoted ones lose their quotes: '["a", 'b']' -> a, b
+    (as JSON or Python would write a list of names)."""
     inner = text.strip()
     if inner[:1] in "([" and inner[-1:] in ")]":
         inner = inner[1:-1]
     items = [s.strip() for s in inner.split(",")] if inner.strip() else []
     if items and items[-1] == "":  # trailing comma, as in "(3,)"
         items = items[:-1]
-    return items
+    return [s[1:-1] if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"" else s for s in items]
 
 
 def convert_value(value, tp, key: str, *, text: bool):
