@@ -69,7 +69,7 @@ def test_nested_overrides_on_a_run_config():
         ("inner.dims=()", ("inner", "dims"), ()),
         ("inner.names=b,c", ("inner", "names"), ["b", "c"]),
         ('inner.names=["seq", "head"]', ("inner", "names"), ["seq", "head"]),  # as JSON writes a list of names
-        ("inner.names='a,b'", ("inner", "names"), ["'a", "b'"]),  # a quote opened in one item and closed in another stays
+        ("inner.names='a,b'", ("inner", "names"), ["'a", "b'"]),  # quotes split by a comma stay
         ("inner.flag=true", ("inner", "flag"), True),
         ("inner.flag=0", ("inner", "flag"), False),
         ("inner.mode=slow", ("inner", "mode"), "slow"),
