@@ -21,30 +21,14 @@ import argparse
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from slotssm.metrics import linear_probe_accuracy
 
 
 def probe_accuracy(x_fit, y_fit, x_test, y_test, l2: float) -> float:
-    """Held-out accuracy of a ridge-penalised multinomial logistic regression (float64, L-BFGS, standardised)."""
-    x = torch.as_tensor(np.concatenate([x_fit, x_test]), dtype=torch.float64)
-    n = len(x_fit)
-    mu, sd = x[:n].mean(0), x[:n].std(0).clamp_min(1e-8)
-    x = (x - mu) / sd
-    classes, y = np.unique(np.concatenate([y_fit, y_test]), return_inverse=True)
-    y = torch.as_tensor(y)
-    w = torch.zeros(x.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(x[:n] @ w + b, y[:n]) + l2 * w.square().sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return float(((x[n:] @ w + b).argmax(1) == y[n:]).double().mean())
+    """Held-out accuracy of a linear probe fitted on (x_fit, y_fit) and scored on (x_test, y_test)."""
+    return linear_probe_accuracy(np.concatenate([x_fit, x_test]), np.concatenate([y_fit, y_test]), l2=l2,
+                                 fit_rows=len(x_fit))
 
 
 @torch.no_grad()

@@ -138,6 +138,12 @@ def test_linear_probe_accuracy():
     assert acc == metrics.linear_probe_accuracy(x, y)  # deterministic
     chance = metrics.linear_probe_accuracy(x, rng.integers(0, 3, 300))
     assert chance < 0.55
+    # fit_rows: fit the first rows, score the rest; a rule that changes after row 200 is not learned from before it
+    shifted = np.where(np.arange(300) < 200, y, (y + 1) % 3)
+    assert metrics.linear_probe_accuracy(x, shifted, fit_rows=200) < 0.1
+    assert metrics.linear_probe_accuracy(x, y, fit_rows=200) > 0.9
+    with pytest.raises(ValueError, match="fit_rows"):
+        metrics.linear_probe_accuracy(x, y, fit_rows=300)
 
 
 def test_mlp_probe_r2():

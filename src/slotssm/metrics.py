@@ -226,13 +226,15 @@ def _standardise(x: torch.Tensor, train: np.ndarray) -> torch.Tensor:
 
 
 def linear_probe_accuracy(features: Any, labels: Any, *, train_frac: float = 0.8, seed: int = 0,
-                          l2: float = 1e-3, max_iter: int = 200) -> float:
+                          l2: float = 1e-3, max_iter: int = 200, fit_rows: int | None = None) -> float:
     """Test accuracy of a multinomial logistic regression fitted on a random train split (deterministic).
 
     Args:
         features: (N, F) floats.  labels: (N,) integer classes.
         train_frac: fraction of samples used to fit; the rest is scored.
         seed: seed of the split.  l2: ridge penalty on the weights.  max_iter: L-BFGS iterations (float64).
+        fit_rows: instead of a random split, fit the first `fit_rows` samples and score the rest (say, training
+            videos then held-out ones).
     """
     x = torch.as_tensor(to_numpy(features), dtype=torch.float64)
     y_np = to_numpy(labels)
@@ -241,7 +243,12 @@ def linear_probe_accuracy(features: Any, labels: Any, *, train_frac: float = 0.8
                          f"got {y_np.shape}")
     classes, y_idx = np.unique(y_np, return_inverse=True)
     y = torch.as_tensor(y_idx, dtype=torch.long)
-    tr, te = _split(len(x), train_frac, seed)
+    if fit_rows is None:
+        tr, te = _split(len(x), train_frac, seed)
+    elif 0 < fit_rows < len(x):
+        tr, te = np.arange(fit_rows), np.arange(fit_rows, len(x))
+    else:
+        raise ValueError(f"fit_rows: expected 0 < fit_rows < N = {len(x)}, got {fit_rows}")
     x = _standardise(x, tr)
     w = torch.zeros(x.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
     b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
