@@ -42,29 +42,57 @@ def test_demo_stops_at_its_deadline(tmp_path):
 
 
 def test_reproduce_runs_seeds_and_writes_a_page(tmp_path, capsys):
+    import shutil
+
     args = ["reproduce", "object_centric", "--preset", "tiny", "--steps", "2", "--seeds", "2", "--jobs", "1",
             "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"),
             "--results-dir", str(tmp_path / "results"), "--set", "data.num_train=4", "--set", "data.num_val=4",
             "--set", "train.batch_size=2"]
+    # Past --stop-after-minutes before the first run: nothing starts and no page is written.
+    assert main(args + ["--stop-after-minutes", "1e-6"]) == 0
+    assert "0 of 6 runs have a record" in capsys.readouterr().out
+    assert not (tmp_path / "results" / "object_centric.md").exists()
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "[6/6]" in printed and "oc_slotssm seed 1: fg_ari " in printed and "ETA" in printed  # one line per run
     page = (tmp_path / "results" / "object_centric.md").read_text()
     assert "| oc_slotssm |" in page and "| savi |" in page and "| psb |" in page and "+-" in page
-    assert "Training health at the last probe" in page and "![oc_slotssm: slots](object_centric_slots/main-oc_slotssm.png)" in page
-    assert (tmp_path / "results" / "object_centric_slots" / "main-savi.png").stat().st_size > 0
-    assert "| *reference: one segment* |" in page and "Order by `fg_ari`" in page
+    assert "Training health at the last probe" in page
+    assert "![oc_slotssm: slots](object_centric_runs/main/oc_slotssm/seed0.png)" in page  # the record's picture
+    assert "| *reference: one segment* |" in page and "Order by `fg_ari`" in page and "Runs made at commit" in page
     raw = json.loads((tmp_path / "results" / "object_centric.json").read_text())
     assert len(raw["runs"]) == 6 and raw["steps"] == 2
-    # A second call finds every run finished and only rewrites the page.
+    # Every run left a record beside the page (seed 0 with its picture).
+    records = tmp_path / "results" / "object_centric_runs" / "main"
+    rec = json.loads((records / "psb" / "seed1.json").read_text())
+    assert rec["settings"]["steps"] == 2 and "fg_ari" in rec["metrics"] and rec["run_s"] > 0 and rec["commit"]
+    assert (records / "savi" / "seed0.png").stat().st_size > 0 and "picture" not in rec
+    # A second call on a fresh machine (no run directories) takes every run from its record: no training, the
+    # same page.
+    shutil.rmtree(tmp_path / "runs")
     assert main(args) == 0
-    # Other settings in the same runs directory are refused, not mixed with the finished runs.
-    capsys.readouterr()
+    assert not (tmp_path / "runs").exists() and "[6/6]" in capsys.readouterr().out
+    assert (tmp_path / "results" / "object_centric.md").read_text() == page
+    # Other settings are refused, not mixed with the recorded runs.
     more = list(args)
     more[more.index("--steps") + 1] = "3"
     assert main(more) == 2
     err = capsys.readouterr().err
-    assert "--runs-dir" in err and "'steps': (2, 3)" in err
+    assert "--records-dir" in err and "'steps': (2, 3)" in err
+    # A reproduction split over sittings: two runs lack a record; a deadline stops before them, the same command
+    # then trains them and writes the page.
+    for model in ("savi", "psb"):
+        (records / model / "seed1.json").unlink()
+    assert main(args + ["--stop-after-minutes", "1e-6"]) == 0
+    assert "4 of 6 runs have a record" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "[6/6]" in capsys.readouterr().out and (records / "psb" / "seed1.json").exists()
+    # Records kept outside the results directory: the page gets copies of their pictures.
+    shutil.copytree(tmp_path / "results" / "object_centric_runs", tmp_path / "elsewhere")
+    assert main(args + ["--records-dir", str(tmp_path / "elsewhere")]) == 0
+    page = (tmp_path / "results" / "object_centric.md").read_text()
+    assert "![savi: slots](object_centric_slots/main-savi.png)" in page
+    assert (tmp_path / "results" / "object_centric_slots" / "main-savi.png").stat().st_size > 0
 
 
 def test_unknown_command_and_experiment_exit_with_usage(capsys):

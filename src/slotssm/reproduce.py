@@ -7,6 +7,14 @@ budget with `--jobs` runs in parallel (one thread each). Finished runs (an eval.
 interrupted reproduction continues where it stopped; a run made with other settings (another step count, other
 overrides) is refused rather than reused: give another `--runs-dir`. The page `docs/results/EXPERIMENT.md` holds
 mean +- std over seeds next to what the paper reports.
+
+A reproduction may take longer than one sitting, and a fresh machine has no run directories. So every finished
+run also leaves a record of a few kB beside the page (`docs/results/EXPERIMENT_runs/VARIANT/MODEL/seedK.json`: its
+settings, metrics, health summary, minutes and the commit it ran at; for seed 0 also its slot picture), meant to be
+committed. A later call takes a run from its record when the settings match (and refuses a record made with other
+settings), so `--stop-after-minutes` can split the runs over several sittings; the page is written once every run
+has a record. A pre-training run is taken from its record only when its fine-tuning run has one too: fine-tuning
+needs the pre-trained weights, which the record does not keep.
 """
 
 from __future__ import annotations
@@ -84,6 +92,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--runs-dir", default="runs/reproduce")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--results-dir", default="docs/results")
+    p.add_argument("--records-dir", default="",
+                   help="where each finished run's record goes (default: RESULTS_DIR/EXPERIMENT_runs)")
+    p.add_argument("--stop-after-minutes", type=float, default=0.0,
+                   help="start no run after this many minutes; the page waits until every run has a record")
     p.add_argument("--preset", default="small", help="task preset of every run (default small)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra overrides for every run, after the experiment's own")
@@ -175,7 +187,10 @@ def _check_reuse(run: Path, settings: dict) -> None:
                          "use another --runs-dir or remove that run")
 
 
-def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
+def _train(exp, args, root, variant, model, seed, pre, steps, deadline: float | None = None) -> dict | None:
+    """Train one run (or take it from its record or its finished run directory): {"metrics", "run_s"}; None when
+    it was not started because `deadline` (a `time.perf_counter()` value) has passed or its pre-training did not
+    run."""
     run = _run_dir(root, variant, model, seed, pre)
     sets = list(exp.overrides) + list(args.overrides) + list(exp.variants[variant]) + [
         f"train.steps={steps}", f"train.seed={seed}", f"train.ckpt_every={CKPT_EVERY}"]
@@ -185,9 +200,18 @@ def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
         sets.append(f"train.init_from={_run_dir(root, variant, model, seed, True)}")
     final_steps = int([s for s in sets if s.startswith("train.steps=")][-1].split("=", 1)[1])
     settings = {"preset": args.preset, "sets": sets, "steps": final_steps}
+    record = _record_path(args, variant, model, seed, pre)
+    if _recorded(record, settings) and (not pre or (run / "eval.json").exists()
+                                        or _record_path(args, variant, model, seed, False).exists()):
+        saved = json.loads(record.read_text())
+        return {"metrics": saved["metrics"], "run_s": saved["run_s"]}
     _check_reuse(run, settings)
     if (run / "eval.json").exists():
-        return _eval_record(run)
+        return _write_record(args, record, run, settings)
+    if deadline is not None and time.perf_counter() >= deadline:
+        return None
+    if variant in exp.pretrain and not pre and not (_run_dir(root, variant, model, seed, True) / "eval.json").exists():
+        return None  # its pre-training was not started (the deadline)
     cmd = [sys.executable, "-m", "slotssm", "train", exp.task, "--model", model, "--preset", args.preset,
            "--out", str(run), "--data-dir", args.data_dir, "--no-progress"] + [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -198,7 +222,56 @@ def _train(exp, args, root, variant, model, seed, pre, steps) -> dict:
         code = subprocess.call(cmd + resume, stdout=log, stderr=subprocess.STDOUT, env=env)
     if code != 0:
         raise RuntimeError(f"run failed ({code}): {' '.join(cmd)}; see {run / 'train.log'}")
-    return _eval_record(run)
+    return _write_record(args, record, run, settings)
+
+
+def _records_root(args) -> Path:
+    return Path(args.records_dir) if args.records_dir else Path(args.results_dir) / f"{args.experiment}_runs"
+
+
+def _record_path(args, variant: str, model: str, seed: int, pre: bool) -> Path:
+    """A run's record: VARIANT/MODEL[-pretrain]/seedK.json under the records directory."""
+    return _run_dir(_records_root(args), variant, model, seed, pre).with_suffix(".json")
+
+
+def _recorded(record: Path, settings: dict) -> bool:
+    """True when `record` exists and was made with `settings`; a record made with other settings is refused."""
+    if not record.exists():
+        return False
+    old = _results_settings(json.loads(record.read_text())["settings"])
+    new = _results_settings(settings)
+    if old != new:
+        diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+        raise ValueError(f"--records-dir: {record} was made with other settings (was, now: {diff}); "
+                         "use another --records-dir or remove that record")
+    return True
+
+
+def _commit() -> str:
+    """The commit of the checkout this runs from, "-dirty" when it has uncommitted changes ("unknown" outside a
+    git checkout)."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
+                             text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _write_record(args, record: Path, run: Path, settings: dict) -> dict:
+    """Write a finished run's record (atomically) and, for a seed-0 run that is not a pre-training, its picture;
+    return {"metrics", "run_s"}."""
+    record.parent.mkdir(parents=True, exist_ok=True)
+    seed0 = record.stem == "seed0" and not record.parent.name.endswith("-pretrain")
+    picture = record.with_suffix(".png")
+    if seed0 and not _slot_picture(args, run, picture):
+        picture = None
+    data = {"settings": settings, "metrics": _eval_record(run), "run_s": _run_seconds(run), "commit": _commit(),
+            **({"picture": picture.name} if seed0 and picture else {})}
+    tmp = record.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, record)
+    return {"metrics": data["metrics"], "run_s": data["run_s"]}
 
 
 def _eval_record(run: Path) -> dict:
@@ -241,9 +314,9 @@ def references(exp: Experiment, args) -> dict:
 SLOT_PICTURES = ("slot_masks.png", "slot_attention.png", "slot_attention_0.png")  # by preference, as tasks write them
 
 
-def slot_pictures(exp: Experiment, args, root: Path, results_dir: Path) -> dict[str, dict[str, str]]:
-    """{variant: {model: path relative to results_dir}}: each model's slot masks or decoder slot attention on
-    held-out videos (paper App. D.1), from its seed-0 run; tasks without such a picture (a classifier) give none."""
+def _slot_picture(args, run: Path, dest: Path) -> bool:
+    """Write the slot masks or decoder slot attention of finished run `run` on held-out videos (paper App. D.1)
+    to `dest`; False for a task without such a picture (a classifier)."""
     import shutil
     import tempfile
 
@@ -251,24 +324,38 @@ def slot_pictures(exp: Experiment, args, root: Path, results_dir: Path) -> dict[
 
     from slotssm.train.checkpoint import load_model_from_run
 
+    task, model, _ = load_model_from_run(run, "cpu", data_dir=args.data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        written = {Path(p).name: Path(p) for p in
+                   task.visualise(model.eval(), task.datasets()[1], Path(tmp), device=torch.device("cpu"))}
+        pick = next((written[n] for n in SLOT_PICTURES if n in written), None)
+        if pick is None:
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pick, dest)
+    return True
+
+
+def slot_pictures(exp: Experiment, args, results_dir: Path) -> dict[str, dict[str, str]]:
+    """{variant: {model: path relative to results_dir}}: each model's picture from its seed-0 run's record (copied
+    to results_dir/EXPERIMENT_slots/ when the records lie elsewhere); models whose task has no such picture give
+    none."""
+    import shutil
+
     out: dict[str, dict[str, str]] = {}
-    fig_dir = results_dir / f"{args.experiment}_slots"
     for variant in exp.variants:
         for model_name in exp.models:
-            run = _run_dir(root, variant, model_name, 0, False)
-            if not (run / "eval.json").exists():
+            record = _record_path(args, variant, model_name, 0, False)
+            name = json.loads(record.read_text()).get("picture") if record.exists() else None
+            if not name:
                 continue
-            task, model, _ = load_model_from_run(run, "cpu", data_dir=args.data_dir)
-            with tempfile.TemporaryDirectory() as tmp:
-                written = {Path(p).name: Path(p) for p in
-                           task.visualise(model.eval(), task.datasets()[1], Path(tmp), device=torch.device("cpu"))}
-                pick = next((written[n] for n in SLOT_PICTURES if n in written), None)
-                if pick is None:
-                    continue
-                fig_dir.mkdir(parents=True, exist_ok=True)
-                dest = fig_dir / f"{_variant_label(variant)}-{model_name}.png"
-                shutil.copyfile(pick, dest)
-                out.setdefault(variant, {})[model_name] = dest.relative_to(results_dir).as_posix()
+            picture = (record.parent / name).resolve()
+            if not picture.is_relative_to(results_dir.resolve()):
+                dest = results_dir / f"{args.experiment}_slots" / f"{_variant_label(variant)}-{model_name}.png"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(picture, dest)
+                picture = dest.resolve()
+            out.setdefault(variant, {})[model_name] = picture.relative_to(results_dir.resolve()).as_posix()
     return out
 
 
@@ -287,24 +374,31 @@ def run_reproduce(args) -> int:
         steps = max(20, int(args.budget_minutes * 60 * args.jobs * 0.9 / total))
         print(f"calibration: {json.dumps({f'{v} {m}': round(s, 3) for (v, m), s in per_step.items()})}")
     print(f"{args.experiment}: {len(plan)} runs x {steps} steps, {args.jobs} in parallel")
-    results = {}
+    results, run_s = {}, {}
     pre_runs = [p for p in plan if p[3]]
     started, done = time.perf_counter(), 0
+    deadline = started + args.stop_after_minutes * 60 if args.stop_after_minutes > 0 else None
     for batch in (pre_runs, [p for p in plan if not p[3]]):  # pre-training first: fine-tuning reads its weights
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = {pool.submit(_train, exp, args, root, *p, steps): p for p in batch}
+            futures = {pool.submit(_train, exp, args, root, *p, steps, deadline): p for p in batch}
             for f in as_completed(futures):
-                p = futures[f]
-                results[p] = f.result()
+                p, out = futures[f], f.result()
+                if out is None:
+                    continue
+                results[p], run_s[p] = out["metrics"], out["run_s"]
                 done += 1
-                print(progress_line(exp, p, results[p], _run_seconds(_run_dir(root, *p)), done, len(plan),
-                                    time.perf_counter() - started), flush=True)
+                print(progress_line(exp, p, results[p], run_s[p], done, len(plan), time.perf_counter() - started),
+                      flush=True)
+    if len(results) < len(plan):
+        print(f"stopped after {args.stop_after_minutes:g} min: {len(results)} of {len(plan)} runs have a record in "
+              f"{_records_root(args)}; the same command continues (the page is written when every run has one)")
+        return 0
     from slotssm.results import write_results
 
-    run_s = sum(_run_seconds(_run_dir(root, *p)) for p in plan)
-    page = write_results(args.experiment, exp, results, steps, run_s, Path(args.results_dir),
+    commits = sorted({json.loads(_record_path(args, *p).read_text()).get("commit", "unknown") for p in plan})
+    page = write_results(args.experiment, exp, results, steps, sum(run_s.values()), Path(args.results_dir),
                          args.preset, tuple(exp.overrides) + tuple(args.overrides),
                          references=references(exp, args),
-                         pictures=slot_pictures(exp, args, root, Path(args.results_dir)))
+                         pictures=slot_pictures(exp, args, Path(args.results_dir)), commits=tuple(commits))
     print(f"results: {page}")
     return 0

@@ -148,10 +148,11 @@ def _plot(name: str, exp, summary: dict, results: dict, path: Path, refs: dict) 
 
 def write_results(name: str, exp, results: dict, steps: int, run_s: float, out_dir: Path, preset: str = "small",
                   overrides: tuple[str, ...] = (), references: dict | None = None,
-                  pictures: dict | None = None) -> Path:
+                  pictures: dict | None = None, commits: tuple[str, ...] = ()) -> Path:
     """Write out_dir/NAME.md, .png and .json. run_s: summed wall time of the runs; references: {variant: {name:
     metrics}} of model-free answers (`Task.reference_metrics`), listed under the models; pictures: {variant:
-    {model: path relative to out_dir}} of each model's slot masks / decoder attention (paper App. D.1)."""
+    {model: path relative to out_dir}} of each model's slot masks / decoder attention (paper App. D.1); commits:
+    the commits the runs were made at (from their records)."""
     references = references or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarise(exp, results)
@@ -163,7 +164,9 @@ def write_results(name: str, exp, results: dict, steps: int, run_s: float, out_d
              + (f"with the overrides `{' '.join(overrides)}`" if overrides else "as it is")
              + f"; {run_s / 60:.0f} min of run time in all on this machine (runs go in "
              f"parallel, one thread each). Mean +- std over "
-             f"seeds; {'higher' if exp.higher_is_better else 'lower'} is better for `{exp.metrics[0]}`.", "",
+             f"seeds; {'higher' if exp.higher_is_better else 'lower'} is better for `{exp.metrics[0]}`."
+             + (f" Runs made at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)} (each run's record in "
+                f"`{name}_runs/` says which)." if commits else ""), "",
              "**The paper** (its orderings; its numbers come from GPU-scale training and are not comparable): "
              + PAPER[name], ""]
     for variant, rows in summary.items():
@@ -196,6 +199,6 @@ def write_results(name: str, exp, results: dict, steps: int, run_s: float, out_d
     page = out_dir / f"{name}.md"
     page.write_text("\n".join(lines))
     raw = {f"{v}|{m}|{s}|{'pre' if p else 'main'}": r for (v, m, s, p), r in results.items()}
-    meta = {"steps": steps, "run_s": run_s, "runs": raw, "references": references}
+    meta = {"steps": steps, "run_s": run_s, "runs": raw, "references": references, "commits": list(commits)}
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=1))
     return page
