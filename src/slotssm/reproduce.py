@@ -217,6 +217,7 @@ def _train(exp, args, root, variant, model, seed, pre, steps, deadline: float | 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     run.mkdir(parents=True, exist_ok=True)
     (run / "reproduce.json").write_text(json.dumps(settings))
+    (run / "commit.txt").write_text(_commit())  # the code the run was made with, for its record
     with open(run / "train.log", "w") as log:
         resume = ["--resume"] if (run / "ckpt-latest").exists() else []
         code = subprocess.call(cmd + resume, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -266,7 +267,8 @@ def _write_record(args, record: Path, run: Path, settings: dict) -> dict:
     picture = record.with_suffix(".png")
     if seed0 and not _slot_picture(args, run, picture):
         picture = None
-    data = {"settings": settings, "metrics": _eval_record(run), "run_s": _run_seconds(run), "commit": _commit(),
+    data = {"settings": settings, "metrics": _eval_record(run), "run_s": _run_seconds(run),
+            "commit": (run / "commit.txt").read_text() if (run / "commit.txt").exists() else _commit(),
             **({"picture": picture.name} if seed0 and picture else {})}
     tmp = record.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
