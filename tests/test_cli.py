@@ -85,6 +85,9 @@ def test_reproduce_runs_seeds_and_writes_a_page(tmp_path, capsys):
         (records / model / "seed1.json").unlink()
     assert main(args + ["--stop-after-minutes", "1e-6"]) == 0
     assert "4 of 6 runs have a record" in capsys.readouterr().out
+    assert main(args + ["--plan"]) == 0
+    printed = capsys.readouterr().out
+    assert "- psb seed 1: to run" in printed and "- savi seed 0: recorded" in printed and "4 of 6 runs recorded" in printed
     assert main(args) == 0
     assert "[6/6]" in capsys.readouterr().out and (records / "psb" / "seed1.json").exists()
     # Records kept outside the results directory: the page gets copies of their pictures.
@@ -116,3 +119,37 @@ def test_reproduce_reuse_ignores_the_checkpoint_cadence(tmp_path):
     reproduce._check_reuse(run, {**base, "sets": ["train.steps=20", f"train.ckpt_every={reproduce.CKPT_EVERY}"]})
     with pytest.raises(ValueError, match="other settings"):
         reproduce._check_reuse(run, {**base, "sets": ["train.steps=20", "train.seed=1"]})
+
+
+def test_reproduce_settings_name_the_runs_dir_by_a_placeholder_and_plan_reads_each_state(tmp_path):
+    """A fine-tuning run's settings name its pre-training by a path under --runs-dir; the settings carry a
+    placeholder there, so a record made with another --runs-dir still matches. --plan tells a run stopped mid-way."""
+    import argparse
+
+    from slotssm import reproduce
+
+    exp = reproduce.EXPERIMENTS["snitch_localization"]
+
+    def args_for(runs):
+        return argparse.Namespace(experiment="snitch_localization", preset="small", overrides=[], seeds=1,
+                                  runs_dir=str(runs), results_dir=str(tmp_path / "results"), records_dir="")
+
+    settings = []
+    for runs in (tmp_path / "a", tmp_path / "b"):
+        a = args_for(runs)
+        sets, st = reproduce._run_settings(exp, a, runs / a.experiment, "pre-trained", "slotssm", 0, False, 10)
+        assert any(s.startswith(f"train.init_from={runs}") for s in sets)  # the command gets the real path
+        settings.append(st)
+    assert settings[0] == settings[1] and any(s.startswith("train.init_from=<runs-dir>/") for s in settings[0]["sets"])
+    a = args_for(tmp_path / "a")
+    root = tmp_path / "a" / a.experiment
+    run = reproduce._run_dir(root, "no pre-training", "slotssm", 0, False)
+    (run / "ckpt-latest").mkdir(parents=True)
+    (run / "ckpt-latest" / "checkpoint.json").write_text(json.dumps({"step": 7}))
+    _, st = reproduce._run_settings(exp, a, root, "no pre-training", "slotssm", 0, False, 10)
+    (run / "reproduce.json").write_text(json.dumps(st))
+    states = dict(reproduce.run_states(exp, a, root, 10))
+    assert states[("no pre-training", "slotssm", 0, False)] == "stopped at step 7 (resumes there)"
+    assert states[("pre-trained", "slotssm", 0, True)] == "to run"
+    states = dict(reproduce.run_states(exp, a, root, 11))  # another step count: that run would be refused
+    assert states[("no pre-training", "slotssm", 0, False)].startswith("other settings: --runs-dir")

@@ -96,6 +96,8 @@ def add_parser(subparsers) -> None:
                    help="where each finished run's record goes (default: RESULTS_DIR/EXPERIMENT_runs)")
     p.add_argument("--stop-after-minutes", type=float, default=0.0,
                    help="start no run after this many minutes; the page waits until every run has a record")
+    p.add_argument("--plan", action="store_true",
+                   help="print every run and its state (recorded, stopped at a step, to run) and train nothing")
     p.add_argument("--preset", default="small", help="task preset of every run (default small)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra overrides for every run, after the experiment's own")
@@ -187,11 +189,11 @@ def _check_reuse(run: Path, settings: dict) -> None:
                          "use another --runs-dir or remove that run")
 
 
-def _train(exp, args, root, variant, model, seed, pre, steps, deadline: float | None = None) -> dict | None:
-    """Train one run (or take it from its record or its finished run directory): {"metrics", "run_s"}; None when
-    it was not started because `deadline` (a `time.perf_counter()` value) has passed or its pre-training did not
-    run."""
-    run = _run_dir(root, variant, model, seed, pre)
+RUNS_DIR = "<runs-dir>"  # stands for --runs-dir in a run's settings: records made elsewhere still match
+
+
+def _run_settings(exp, args, root, variant, model, seed, pre, steps) -> tuple[list[str], dict]:
+    """The `--set` overrides of one run, and its settings (what must match for a record or run to be reused)."""
     sets = list(exp.overrides) + list(args.overrides) + list(exp.variants[variant]) + [
         f"train.steps={steps}", f"train.seed={seed}", f"train.ckpt_every={CKPT_EVERY}"]
     if pre:
@@ -199,7 +201,44 @@ def _train(exp, args, root, variant, model, seed, pre, steps, deadline: float | 
     elif variant in exp.pretrain:
         sets.append(f"train.init_from={_run_dir(root, variant, model, seed, True)}")
     final_steps = int([s for s in sets if s.startswith("train.steps=")][-1].split("=", 1)[1])
-    settings = {"preset": args.preset, "sets": sets, "steps": final_steps}
+    here = str(root.parent)
+    init = f"train.init_from={here}"
+    shown = [RUNS_DIR.join(s.split(here, 1)) if s.startswith(init) else s for s in sets]
+    return sets, {"preset": args.preset, "sets": shown, "steps": final_steps}
+
+
+def run_states(exp, args, root, steps) -> list[tuple[tuple, str]]:
+    """[(run, state)] for every run of the plan: "recorded", "finished (recorded at the next call)", "stopped at
+    step N (resumes there)", "to run", or "other settings: ..." for a record or run directory that would be
+    refused."""
+    out = []
+    for p in _plan(exp, args.seeds):
+        run, record = _run_dir(root, *p), _record_path(args, *p)
+        _, settings = _run_settings(exp, args, root, *p, steps)
+        try:
+            if _recorded(record, settings):
+                state = "recorded"
+            else:
+                _check_reuse(run, settings)
+                ckpt = run / "ckpt-latest" / "checkpoint.json"
+                if (run / "eval.json").exists():
+                    state = "finished (recorded at the next call)"
+                elif ckpt.exists():
+                    state = f"stopped at step {json.loads(ckpt.read_text()).get('step', '?')} (resumes there)"
+                else:
+                    state = "to run"
+        except ValueError as err:
+            state = f"other settings: {err}"
+        out.append((p, state))
+    return out
+
+
+def _train(exp, args, root, variant, model, seed, pre, steps, deadline: float | None = None) -> dict | None:
+    """Train one run (or take it from its record or its finished run directory): {"metrics", "run_s"}; None when
+    it was not started because `deadline` (a `time.perf_counter()` value) has passed or its pre-training did not
+    run."""
+    run = _run_dir(root, variant, model, seed, pre)
+    sets, settings = _run_settings(exp, args, root, variant, model, seed, pre, steps)
     record = _record_path(args, variant, model, seed, pre)
     if _recorded(record, settings) and (not pre or (run / "eval.json").exists()
                                         or _record_path(args, variant, model, seed, False).exists()):
@@ -366,6 +405,15 @@ def run_reproduce(args) -> int:
     root = Path(args.runs_dir) / args.experiment
     plan = _plan(exp, args.seeds)
     steps = args.steps
+    if args.plan:
+        if not steps:
+            raise ValueError("--plan: give --steps too (the step count is part of every run's settings)")
+        states = run_states(exp, args, root, steps)
+        for (variant, model, seed, pre), state in states:
+            print(f"  {variant or '-'} {model}{' (pre-training)' if pre else ''} seed {seed}: {state}")
+        print(f"{args.experiment}: {sum(st == 'recorded' for _, st in states)} of {len(states)} runs recorded "
+              f"in {_records_root(args)}")
+        return 0
     if not steps:
         # Generate the data of every variant first (not part of the budget), then time each model.
         per_step = {}
