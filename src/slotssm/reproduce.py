@@ -216,7 +216,7 @@ def run_states(exp, args, root, steps) -> list[tuple[tuple, str]]:
         run, record = _run_dir(root, *p), _record_path(args, *p)
         _, settings = _run_settings(exp, args, root, *p, steps)
         try:
-            if _recorded(record, settings):
+            if _from_record(args, root, p, settings):
                 state = "recorded"
             else:
                 _check_reuse(run, settings)
@@ -240,8 +240,7 @@ def _train(exp, args, root, variant, model, seed, pre, steps, deadline: float | 
     run = _run_dir(root, variant, model, seed, pre)
     sets, settings = _run_settings(exp, args, root, variant, model, seed, pre, steps)
     record = _record_path(args, variant, model, seed, pre)
-    if _recorded(record, settings) and (not pre or (run / "eval.json").exists()
-                                        or _record_path(args, variant, model, seed, False).exists()):
+    if _from_record(args, root, (variant, model, seed, pre), settings):
         saved = json.loads(record.read_text())
         return {"metrics": saved["metrics"], "run_s": saved["run_s"]}
     _check_reuse(run, settings)
@@ -285,6 +284,16 @@ def _recorded(record: Path, settings: dict) -> bool:
         raise ValueError(f"--records-dir: {record} was made with other settings (was, now: {diff}); "
                          "use another --records-dir or remove that record")
     return True
+
+
+def _from_record(args, root: Path, p: tuple, settings: dict) -> bool:
+    """True when run `p` = (variant, model, seed, pre) is taken from its record; a pre-training only when its weights
+    are not needed again (its fine-tuning has a record) or are still here (its run directory is finished)."""
+    variant, model, seed, pre = p
+    if not _recorded(_record_path(args, *p), settings):
+        return False
+    finetuning = _record_path(args, variant, model, seed, False)
+    return not pre or (_run_dir(root, *p) / "eval.json").exists() or finetuning.exists()
 
 
 def _commit() -> str:
