@@ -183,10 +183,15 @@ def _check_reuse(run: Path, settings: dict) -> None:
         old = {**settings, "steps": json.loads((run / "eval.json").read_text())["step"]}
     else:
         return
-    if old != settings:
-        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-        raise ValueError(f"--runs-dir: {run} was made with other settings (was, now: {diff}); "
-                         "use another --runs-dir or remove that run")
+    _refuse_other_settings(old, settings, "--runs-dir", run, "run")
+
+
+def _refuse_other_settings(old: dict, new: dict, flag: str, path: Path, what: str) -> None:
+    """Raise ValueError naming `flag`, `path` and each setting that differs when `old` != `new`."""
+    if old != new:
+        diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+        raise ValueError(f"{flag}: {path} was made with other settings (was, now: {diff}); "
+                         f"use another {flag} or remove that {what}")
 
 
 RUNS_DIR = "<runs-dir>"  # stands for --runs-dir in a run's settings: records made elsewhere still match
@@ -277,12 +282,8 @@ def _recorded(record: Path, settings: dict) -> bool:
     """True when `record` exists and was made with `settings`; a record made with other settings is refused."""
     if not record.exists():
         return False
-    old = _results_settings(json.loads(record.read_text())["settings"])
-    new = _results_settings(settings)
-    if old != new:
-        diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
-        raise ValueError(f"--records-dir: {record} was made with other settings (was, now: {diff}); "
-                         "use another --records-dir or remove that record")
+    _refuse_other_settings(_results_settings(json.loads(record.read_text())["settings"]), _results_settings(settings),
+                           "--records-dir", record, "record")
     return True
 
 
@@ -312,12 +313,12 @@ def _write_record(args, record: Path, run: Path, settings: dict) -> dict:
     return {"metrics", "run_s"}."""
     record.parent.mkdir(parents=True, exist_ok=True)
     seed0 = record.stem == "seed0" and not record.parent.name.endswith("-pretrain")
-    picture = record.with_suffix(".png")
-    if seed0 and not _slot_picture(args, run, picture):
-        picture = None
+    picture = record.with_suffix(".png") if seed0 else None
+    if picture is not None and not _slot_picture(args, run, picture):
+        picture = None  # the task has no slot picture
     data = {"settings": settings, "metrics": _eval_record(run), "run_s": _run_seconds(run),
             "commit": (run / "commit.txt").read_text() if (run / "commit.txt").exists() else _commit(),
-            **({"picture": picture.name} if seed0 and picture else {})}
+            **({"picture": picture.name} if picture is not None else {})}
     tmp = record.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, record)
