@@ -92,3 +92,24 @@ def test_build_ssm_picks_the_block_by_kind():
     assert type(build_ssm("mamba2", 16, d_state=4, headdim=8)) is Mamba2
     with pytest.raises(ValueError, match="kind"):
         build_ssm("s4", 8)
+
+
+def test_build_ssm_dt_range_sets_the_starting_step_sizes():
+    import torch.nn.functional as F
+
+    from slotssm.models import build_model
+    from slotssm.ssm import build_ssm
+
+    m = build_ssm("mamba", 64, d_state=4, dt_range=(1e-4, 1e-3))
+    dt = F.softplus(m.dt_proj.bias)
+    assert dt.min() >= 1e-4 - 1e-9 and dt.max() <= 1e-3 + 1e-9
+    m2 = build_ssm("mamba2", 64, d_state=4, headdim=8, dt_range=(0.05, 0.05))
+    torch.testing.assert_close(F.softplus(m2.dt_bias), torch.full((16,), 0.05))
+    for bad in [(0.0, 0.1), (0.1, 0.01), (0.1,)]:
+        with pytest.raises(ValueError, match="dt_range"):
+            build_ssm("mamba", 8, dt_range=bad)
+    # The models pass it through to every layer's SSM.
+    for name in ("slotssm", "single_state_ssm"):
+        model = build_model(name, preset="tiny", dt_range=(1e-4, 2e-4))
+        dts = [F.softplus(mod.dt_proj.bias) for mod in model.modules() if hasattr(mod, "dt_proj")]
+        assert dts and all(d.max() <= 2e-4 + 1e-9 for d in dts), name

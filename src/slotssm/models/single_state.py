@@ -52,6 +52,9 @@ class SingleStateSSMConfig:
     d_conv: int = 4
     expand: float = 2.0
     headdim: int = 16
+    # The SSM's starting step sizes, log-uniform in this range: mamba_ssm's (0.001, 0.1). A smaller range starts
+    # with slower decay (longer memory), for contexts longer than the default's ~1 / (dt * A) steps.
+    dt_range: tuple[float, float] = (0.001, 0.1)
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     impl: str = "auto"
@@ -89,7 +92,7 @@ class SingleStateSSMLayer(nn.Module):
         self.reads_tokens = first
         self.norm_ssm = nn.LayerNorm(d)
         self.ssm = build_ssm(cfg.ssm, cfg.ssm_width, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
-                             headdim=cfg.headdim, impl=cfg.impl)
+                             headdim=cfg.headdim, dt_range=tuple(cfg.dt_range), impl=cfg.impl)
         self.mixer = slot_mixer(d, k, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
 
     def init_state(self, batch_size, device=None, dtype=None):

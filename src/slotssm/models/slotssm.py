@@ -46,6 +46,9 @@ class SlotSSMConfig:
     d_conv: int = 4
     expand: float = 2.0
     headdim: int = 16  # Mamba2 head width
+    # The SSM's starting step sizes, log-uniform in this range: mamba_ssm's (0.001, 0.1). A smaller range starts
+    # with slower decay (longer memory), for contexts longer than the default's ~1 / (dt * A) steps.
+    dt_range: tuple[float, float] = (0.001, 0.1)
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     impl: str = "auto"  # scan implementation (slotssm.ssm.kernels)
@@ -87,7 +90,7 @@ class SlotSSMLayer(nn.Module):
         self.reads_tokens = self.inverted or first
         self.norm_ssm = nn.LayerNorm(d)
         self.ssm = build_ssm(cfg.ssm, d, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
-                             headdim=cfg.headdim, impl=cfg.impl)
+                             headdim=cfg.headdim, dt_range=tuple(cfg.dt_range), impl=cfg.impl)
         self.mixer = SlotMixer(d, h, cfg.mlp_ratio, cfg.dropout)
         self.num_slots = num_slots
 

@@ -231,10 +231,17 @@ SSM_KINDS = ("mamba", "mamba2")
 
 
 def build_ssm(kind: str, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: float = 2.0, headdim: int = 64,
-              impl: str = "auto") -> Mamba | Mamba2:
-    """A Mamba ("mamba", Mamba1) or Mamba2 ("mamba2") block on inputs of `d_model` channels (`headdim`: Mamba2 only)."""
+              dt_range: tuple[float, float] = (0.001, 0.1), impl: str = "auto") -> Mamba | Mamba2:
+    """A Mamba ("mamba", Mamba1) or Mamba2 ("mamba2") block on inputs of `d_model` channels (`headdim`: Mamba2 only).
+
+    `dt_range`: the log-uniform range of the starting step sizes dt (mamba_ssm's dt_min, dt_max); a channel's state
+    keeps exp(-dt * A) of itself per step, so a smaller range starts with a longer memory."""
+    if len(dt_range) != 2 or not 0 < dt_range[0] <= dt_range[1]:
+        raise ValueError(f"dt_range: expected (dt_min, dt_max) with 0 < dt_min <= dt_max, got {tuple(dt_range)}")
+    dt_min, dt_max = dt_range
     if kind == "mamba":
-        return Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand, impl=impl)
+        return Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand, dt_min=dt_min, dt_max=dt_max, impl=impl)
     if kind == "mamba2":
-        return Mamba2(d_model, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim, impl=impl)
+        return Mamba2(d_model, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim, dt_min=dt_min,
+                      dt_max=dt_max, impl=impl)
     raise ValueError(f"kind: expected one of {SSM_KINDS}, got {kind!r}")
