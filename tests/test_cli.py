@@ -153,3 +153,39 @@ def test_reproduce_settings_name_the_runs_dir_by_a_placeholder_and_plan_reads_ea
     assert states[("pre-trained", "slotssm", 0, True)] == "to run"
     states = dict(reproduce.run_states(exp, a, root, 11))  # another step count: that run would be refused
     assert states[("no pre-training", "slotssm", 0, False)].startswith("other settings: --runs-dir")
+
+
+def test_reproduce_reports_a_failed_run_and_goes_on(tmp_path, capsys, monkeypatch):
+    """A run whose training exits with an error is named with its train.log as it fails; the other runs go on (and
+    print their own lines), the call exits 1 and writes no page."""
+    from slotssm import reproduce
+
+    calls = []
+
+    def failing_call(cmd, **kw):
+        calls.append(cmd[cmd.index("--model") + 1])
+        return 3
+
+    monkeypatch.setattr(reproduce.subprocess, "call", failing_call)
+    args = ["reproduce", "object_centric", "--preset", "tiny", "--steps", "2", "--seeds", "1", "--jobs", "2",
+            "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"),
+            "--results-dir", str(tmp_path / "results")]
+    assert main(args) == 1
+    printed = capsys.readouterr().out
+    assert sorted(calls) == ["oc_slotssm", "psb", "savi"]  # every run was tried, not only the first to fail
+    log = tmp_path / "runs" / "object_centric" / "main" / "savi" / "seed0" / "train.log"
+    assert f"failed: - savi seed 0: exit code 3; see {log}" in printed
+    assert "3 run(s) failed" in printed and "0 of 3 runs have a record" in printed
+    assert not (tmp_path / "results" / "object_centric.md").exists()
+
+
+def test_reproduce_eta_counts_only_the_runs_it_trained():
+    from slotssm import reproduce
+
+    exp = reproduce.EXPERIMENTS["blinking_balls"]
+    p = ("L=80", "slotssm", 0, False)
+    line = reproduce.progress_line(exp, p, {"colour_acc": 0.5}, 600.0, 24, 30, [600.0, 1200.0], 2)
+    assert line == "  [24/30] L=80 slotssm seed 0: colour_acc 0.5000 (10.0 min); ETA 45 min"  # 15 min x 6 / 2
+    assert reproduce.progress_line(exp, p, {"colour_acc": 0.5}, 60.0, 23, 30, [], 2).endswith(
+        "ETA unknown until a run is trained")  # 23 runs from records say nothing about the 7 left
+    assert reproduce.progress_line(exp, p, {"colour_acc": 0.5}, 60.0, 30, 30, [60.0], 2).endswith("; done")

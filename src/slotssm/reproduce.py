@@ -265,8 +265,12 @@ def _train(exp, args, root, variant, model, seed, pre, steps, deadline: float | 
         resume = ["--resume"] if (run / "ckpt-latest").exists() else []
         code = subprocess.call(cmd + resume, stdout=log, stderr=subprocess.STDOUT, env=env)
     if code != 0:
-        raise RuntimeError(f"run failed ({code}): {' '.join(cmd)}; see {run / 'train.log'}")
-    return _write_record(args, record, run, settings)
+        raise RunFailed(f"exit code {code}; see {run / 'train.log'}")
+    return {**_write_record(args, record, run, settings), "trained": True}
+
+
+class RunFailed(RuntimeError):
+    """A training subprocess exited with an error (its train.log says why)."""
 
 
 def _records_root(args) -> Path:
@@ -332,16 +336,26 @@ def _eval_record(run: Path) -> dict:
     return {**record["metrics"], **health}
 
 
-def progress_line(exp: Experiment, p: tuple, metrics: dict, run_s: float, done: int, total: int,
-                  elapsed_s: float) -> str:
-    """One line per finished run: count, variant, model, seed, the headline metric, the run's minutes and an ETA
-    (the mean wall time per finished run so far, times the runs left; runs found finished count as instant)."""
+def _run_name(p: tuple) -> str:
     variant, model, seed, pre = p
+    return f"{variant or '-'} {model}{' (pre-training)' if pre else ''} seed {seed}"
+
+
+def progress_line(exp: Experiment, p: tuple, metrics: dict, run_s: float, done: int, total: int,
+                  trained_s: list[float], jobs: int) -> str:
+    """One line per finished run: count, variant, model, seed, the headline metric, the run's minutes and an ETA:
+    the mean minutes of the runs trained so far by this call (`trained_s`; runs taken from a record or a finished
+    run directory cost nothing and say nothing about the rest), times the runs left, over `jobs` in parallel."""
     head = exp.metrics[0]
-    value = f"{head} {metrics[head]:.4f}" if (not pre and head in metrics) else "pre-training done"
-    eta = elapsed_s / done * (total - done) / 60
-    return (f"  [{done}/{total}] {variant or '-'} {model}{' (pre-training)' if pre else ''} seed {seed}: {value} "
-            f"({run_s / 60:.1f} min); ETA {eta:.0f} min")
+    value = f"{head} {metrics[head]:.4f}" if (not p[3] and head in metrics) else "pre-training done"
+    left = total - done
+    if not left:
+        eta = "done"
+    elif trained_s:
+        eta = f"ETA {sum(trained_s) / len(trained_s) * left / min(jobs, left) / 60:.0f} min"
+    else:
+        eta = "ETA unknown until a run is trained"
+    return f"  [{done}/{total}] {_run_name(p)}: {value} ({run_s / 60:.1f} min); {eta}"
 
 
 def _run_seconds(run: Path) -> float:
@@ -436,19 +450,30 @@ def run_reproduce(args) -> int:
     print(f"{args.experiment}: {len(plan)} runs x {steps} steps, {args.jobs} in parallel")
     results, run_s = {}, {}
     pre_runs = [p for p in plan if p[3]]
-    started, done = time.perf_counter(), 0
+    started, done, trained, failed = time.perf_counter(), 0, [], []
     deadline = started + args.stop_after_minutes * 60 if args.stop_after_minutes > 0 else None
     for batch in (pre_runs, [p for p in plan if not p[3]]):  # pre-training first: fine-tuning reads its weights
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = {pool.submit(_train, exp, args, root, *p, steps, deadline): p for p in batch}
             for f in as_completed(futures):
-                p, out = futures[f], f.result()
+                p = futures[f]
+                try:
+                    out = f.result()
+                except RunFailed as err:  # reported now; the other runs go on and keep their progress lines
+                    failed.append(p)
+                    print(f"  failed: {_run_name(p)}: {err}", flush=True)
+                    continue
                 if out is None:
                     continue
                 results[p], run_s[p] = out["metrics"], out["run_s"]
                 done += 1
-                print(progress_line(exp, p, results[p], run_s[p], done, len(plan), time.perf_counter() - started),
-                      flush=True)
+                if out.get("trained"):
+                    trained.append(out["run_s"])
+                print(progress_line(exp, p, results[p], run_s[p], done, len(plan), trained, args.jobs), flush=True)
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(_run_name(p) for p in failed)}; the same command trains "
+              f"them again ({len(results)} of {len(plan)} runs have a record in {_records_root(args)})")
+        return 1
     if len(results) < len(plan):
         print(f"stopped after {args.stop_after_minutes:g} min: {len(results)} of {len(plan)} runs have a record in "
               f"{_records_root(args)}; the same command continues (the page is written when every run has one)")

@@ -65,6 +65,39 @@ def test_get_or_generate_loads_and_refuses_mismatches(tmp_path):
         get_or_generate("shapes_video", root, 3, seed=1)
 
 
+def test_get_or_generate_called_at_once_generates_once(tmp_path, monkeypatch):
+    # Two runs started together ask for the same dataset: one generates it, the other waits and loads it. Without
+    # the lock both wrote .frames.npy.tmp and one failed renaming it (seen with `slotssm reproduce --jobs 2`).
+    import threading
+    import time
+
+    from slotssm.data import store
+
+    calls, real = [], store.generate_to_dir
+
+    def slow_generate(*a, **kw):
+        calls.append(1)
+        time.sleep(0.3)  # the window in which the second caller arrives
+        return real(*a, **kw)
+
+    monkeypatch.setattr(store, "generate_to_dir", slow_generate)
+    root, out, errors = tmp_path / "d", [], []
+
+    def fetch():
+        try:
+            out.append(get_or_generate("bouncing_balls", root, 3, seed=1, **SMALL))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1 and len(out) == 2
+    np.testing.assert_array_equal(out[0][0]["frames"], out[1][0]["frames"])
+
+
 def test_truncated_missing_and_changed_files_are_named(stored):
     root, _ = stored
     path = root / "positions.npy"

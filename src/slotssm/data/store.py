@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from slotssm import __version__
 from slotssm.config import atomic_write_text, read_json_file
@@ -250,14 +251,19 @@ def get_or_generate(
     want = {"generator": name, "version": spec.version, "params": params_to_json(resolve_params(name, params)),
             "seed": int(seed), "num_videos": int(num_videos)}
     root = Path(root)
-    if (root / MANIFEST).is_file():
-        have = read_manifest(root)
-        for field, value in want.items():
-            diff = _first_difference(have.get(field, "<absent>"), value, field)
-            if diff:
-                raise ValueError(f"{root / MANIFEST}: {diff}; use another directory or remove this one")
-        return load(root, verify=verify)
-    generate_to_dir(name, root, num_videos, seed, batch_size=batch_size, progress=progress, **params)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # Runs started together (`slotssm reproduce --jobs 2`, torchrun ranks) ask for the same dataset at once: the
+    # first generates it while the others wait, then they load it. Without the lock they wrote the same temporary
+    # files and all but one failed. The lock file sits beside the directory and is released if its holder dies.
+    with FileLock(root.parent / f".{root.name}.lock"):
+        if (root / MANIFEST).is_file():
+            have = read_manifest(root)
+            for field, value in want.items():
+                diff = _first_difference(have.get(field, "<absent>"), value, field)
+                if diff:
+                    raise ValueError(f"{root / MANIFEST}: {diff}; use another directory or remove this one")
+            return load(root, verify=verify)
+        generate_to_dir(name, root, num_videos, seed, batch_size=batch_size, progress=progress, **params)
     return load(root)
 
 
