@@ -189,3 +189,23 @@ def test_reproduce_eta_counts_only_the_runs_it_trained():
     assert reproduce.progress_line(exp, p, {"colour_acc": 0.5}, 60.0, 23, 30, [], 2).endswith(
         "ETA unknown until a run is trained")  # 23 runs from records say nothing about the 7 left
     assert reproduce.progress_line(exp, p, {"colour_acc": 0.5}, 60.0, 30, 30, [60.0], 2).endswith("; done")
+
+
+def test_reproduce_next_run_finishes_begun_work_first(tmp_path):
+    """A fine-tuning waits for its pre-training; a fine-tuning whose pre-training is done, then a run stopped
+    mid-way, go before new runs (a sitting's unfinished work dies with its run directories)."""
+    from slotssm import reproduce
+
+    exp = reproduce.EXPERIMENTS["snitch_localization"]
+    plan, root = reproduce._plan(exp, 1), tmp_path / "runs"
+    direct = ("no pre-training", "oc_slotssm", 0, False)
+    pre, fine = ("pre-trained", "slotssm", 0, True), ("pre-trained", "slotssm", 0, False)
+    assert reproduce._next_run(list(plan), [], root) == direct  # plan order
+    (reproduce._run_dir(root, *pre) / "ckpt-latest").mkdir(parents=True)
+    assert reproduce._next_run(list(plan), [], root) == pre  # stopped mid-way: resumed first
+    # Its fine-tuning is never picked while the pre-training is pending or running.
+    assert reproduce._next_run([fine], [pre], root) is None
+    assert reproduce._next_run([fine, direct], [pre], root) == direct
+    (reproduce._run_dir(root, *pre) / "eval.json").write_text("{}")
+    pending = [p for p in plan if p != pre]
+    assert reproduce._next_run(pending, [], root) == fine  # its weights are only in the run directory

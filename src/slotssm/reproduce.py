@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -336,6 +336,26 @@ def _eval_record(run: Path) -> dict:
     return {**record["metrics"], **health}
 
 
+def _next_run(pending: list[tuple], running, root: Path) -> tuple | None:
+    """The run to start next, of `pending` (in plan order), or None while every pending run waits for a running one.
+
+    A fine-tuning waits for its pre-training (it reads its weights). First come the runs that finish work already
+    begun, because what a sitting leaves unfinished is lost with its run directories, while a record is kept: a
+    fine-tuning whose pre-training is done (the pre-trained weights are not in the record), then a run stopped
+    mid-way (it resumes from its checkpoint). Then the rest in plan order."""
+    waiting = {q for q in pending if q[3]} | {q for q in running if q[3]}
+
+    def ready(p):
+        return p[3] or (p[0], p[1], p[2], True) not in waiting
+
+    def begun(p):
+        pre_done = not p[3] and (_run_dir(root, p[0], p[1], p[2], True) / "eval.json").exists()
+        return 0 if pre_done else 1 if (_run_dir(root, *p) / "ckpt-latest").exists() else 2
+
+    candidates = [p for p in pending if ready(p)]
+    return min(candidates, key=lambda p: (begun(p), pending.index(p))) if candidates else None
+
+
 def _run_name(p: tuple) -> str:
     variant, model, seed, pre = p
     return f"{variant or '-'} {model}{' (pre-training)' if pre else ''} seed {seed}"
@@ -449,14 +469,19 @@ def run_reproduce(args) -> int:
         print(f"calibration: {json.dumps({f'{v} {m}': round(s, 3) for (v, m), s in per_step.items()})}")
     print(f"{args.experiment}: {len(plan)} runs x {steps} steps, {args.jobs} in parallel")
     results, run_s = {}, {}
-    pre_runs = [p for p in plan if p[3]]
     started, done, trained, failed = time.perf_counter(), 0, [], []
     deadline = started + args.stop_after_minutes * 60 if args.stop_after_minutes > 0 else None
-    for batch in (pre_runs, [p for p in plan if not p[3]]):  # pre-training first: fine-tuning reads its weights
-        with ThreadPoolExecutor(args.jobs) as pool:
-            futures = {pool.submit(_train, exp, args, root, *p, steps, deadline): p for p in batch}
-            for f in as_completed(futures):
-                p = futures[f]
+    pending, running = list(plan), {}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        while pending or running:
+            while len(running) < args.jobs and (p := _next_run(pending, running.values(), root)) is not None:
+                pending.remove(p)
+                running[pool.submit(_train, exp, args, root, *p, steps, deadline)] = p
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                p = running.pop(f)
                 try:
                     out = f.result()
                 except RunFailed as err:  # reported now; the other runs go on and keep their progress lines
