@@ -108,8 +108,8 @@ PRESETS = {
     # and its slots then hold it to the last step (probe 0.98); with 4 balls at L = 16, 0.985 at step 2000 (white,
     # the majority there, 0.75): binding a colour to its ball is learned at short range. At L = 80 it is not, in
     # 3600 steps (colour 0.19, IoU 0.68): the slots read the colour weakly where it is shown (0.36) and lose it
-    # one step later (0.23). The miss is the memory span: the loss at the last step reaches frame 0 through 64+
-    # steps of SSM state started with Mamba's decay (dt in [0.001, 0.1]). The L = 16 run's sequence model and
+    # one step later (0.23). The miss is the memory span: the loss at the last step must reach frame 0 through 64+
+    # steps of SSM state, past four frames that show the ball in other colours. The L = 16 run's sequence model and
     # decoder copied into an L = 80 run (new tokeniser: its frame-index table is sized by num_frames) stay at
     # chance too (0.19-0.21 over 1500 steps). SSM starts that keep longer do not help: model.dt_range=(1e-4, 1e-2)
     # (10x slower decay), 2000 steps side by side with the default, colour 0.204 against 0.198; the slots read the
