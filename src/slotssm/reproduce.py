@@ -253,7 +253,7 @@ def _train(exp, args, root, variant, model, seed, pre, steps, deadline: float | 
         return _write_record(args, record, run, settings)
     if deadline is not None and time.perf_counter() >= deadline:
         return None
-    if variant in exp.pretrain and not pre and not (_run_dir(root, variant, model, seed, True) / "eval.json").exists():
+    if variant in exp.pretrain and not pre and not _pretraining_done(root, (variant, model, seed, pre)):
         return None  # its pre-training was not started (the deadline)
     cmd = [sys.executable, "-m", "slotssm", "train", exp.task, "--model", model, "--preset", args.preset,
            "--out", str(run), "--data-dir", args.data_dir, "--no-progress"] + [a for s in sets for a in ("--set", s)]
@@ -336,6 +336,12 @@ def _eval_record(run: Path) -> dict:
     return {**record["metrics"], **health}
 
 
+def _pretraining_done(root: Path, p: tuple) -> bool:
+    """True when the pre-training of run `p` = (variant, model, seed, pre) has finished in `root` (its weights are
+    there for the fine-tuning)."""
+    return (_run_dir(root, *p[:3], True) / "eval.json").exists()
+
+
 def _next_run(pending: list[tuple], running, root: Path) -> tuple | None:
     """The run to start next, of `pending` (in plan order), or None while every pending run waits for a running one.
 
@@ -349,8 +355,9 @@ def _next_run(pending: list[tuple], running, root: Path) -> tuple | None:
         return p[3] or (p[0], p[1], p[2], True) not in waiting
 
     def begun(p):
-        pre_done = not p[3] and (_run_dir(root, p[0], p[1], p[2], True) / "eval.json").exists()
-        return 0 if pre_done else 1 if (_run_dir(root, *p) / "ckpt-latest").exists() else 2
+        if not p[3] and _pretraining_done(root, p):
+            return 0
+        return 1 if (_run_dir(root, *p) / "ckpt-latest").exists() else 2
 
     candidates = [p for p in pending if ready(p)]
     return min(candidates, key=lambda p: (begun(p), pending.index(p))) if candidates else None
