@@ -209,3 +209,32 @@ def test_reproduce_next_run_finishes_begun_work_first(tmp_path):
     (reproduce._run_dir(root, *pre) / "eval.json").write_text("{}")
     pending = [p for p in plan if p != pre]
     assert reproduce._next_run(pending, [], root) == fine  # its weights are only in the run directory
+
+
+def test_reproduce_deadline_still_starts_a_finished_pretrainings_fine_tuning(tmp_path, monkeypatch):
+    """Past --stop-after-minutes no run starts, but the fine-tuning of a finished pre-training does: its weights
+    live only in the run directory, which the end of a sitting may take."""
+    import argparse
+    import time
+
+    from slotssm import reproduce
+
+    exp = reproduce.EXPERIMENTS["snitch_localization"]
+    a = argparse.Namespace(experiment="snitch_localization", preset="small", overrides=[], seeds=1,
+                           runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"), records_dir="",
+                           data_dir=str(tmp_path / "data"))
+    root = tmp_path / "runs" / a.experiment
+    started = []
+    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd, **kw: started.append(cmd[cmd.index("--out") + 1]) or 0)
+    monkeypatch.setattr(reproduce, "_write_record", lambda *_: {"metrics": {}, "run_s": 1.0})
+    past = time.perf_counter() - 1
+    direct, pre = ("no pre-training", "slotssm", 0, False), ("pre-trained", "slotssm", 0, True)
+    fine = ("pre-trained", "slotssm", 0, False)
+    assert reproduce._train(exp, a, root, *direct, 10, past) is None
+    assert reproduce._train(exp, a, root, *pre, 10, past) is None
+    assert reproduce._train(exp, a, root, *fine, 10, past) is None  # its pre-training has not run
+    assert started == []
+    (reproduce._run_dir(root, *pre)).mkdir(parents=True)
+    (reproduce._run_dir(root, *pre) / "eval.json").write_text("{}")
+    assert reproduce._train(exp, a, root, *fine, 10, past) == {"metrics": {}, "run_s": 1.0, "trained": True}
+    assert started == [str(reproduce._run_dir(root, *fine))]

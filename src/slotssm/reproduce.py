@@ -95,7 +95,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--records-dir", default="",
                    help="where each finished run's record goes (default: RESULTS_DIR/EXPERIMENT_runs)")
     p.add_argument("--stop-after-minutes", type=float, default=0.0,
-                   help="start no run after this many minutes; the page waits until every run has a record")
+                   help="start no run after this many minutes (but the fine-tuning of a finished pre-training); "
+                        "the page waits until every run has a record")
     p.add_argument("--plan", action="store_true",
                    help="print every run and its state (recorded, stopped at a step, to run) and train nothing")
     p.add_argument("--preset", default="small", help="task preset of every run (default small)")
@@ -241,7 +242,8 @@ def run_states(exp, args, root, steps) -> list[tuple[tuple, str]]:
 def _train(exp, args, root, variant, model, seed, pre, steps, deadline: float | None = None) -> dict | None:
     """Train one run (or take it from its record or its finished run directory): {"metrics", "run_s"}; None when
     it was not started because `deadline` (a `time.perf_counter()` value) has passed or its pre-training did not
-    run."""
+    run. A fine-tuning whose pre-training has finished starts even after the deadline: the pre-trained weights live
+    only in the run directory, which a sitting's end may take, so the pair is finished while they are there."""
     run = _run_dir(root, variant, model, seed, pre)
     sets, settings = _run_settings(exp, args, root, variant, model, seed, pre, steps)
     record = _record_path(args, variant, model, seed, pre)
@@ -251,9 +253,10 @@ def _train(exp, args, root, variant, model, seed, pre, steps, deadline: float | 
     _check_reuse(run, settings)
     if (run / "eval.json").exists():
         return _write_record(args, record, run, settings)
-    if deadline is not None and time.perf_counter() >= deadline:
-        return None
-    if variant in exp.pretrain and not pre and not _pretraining_done(root, (variant, model, seed, pre)):
+    weights_waiting = variant in exp.pretrain and not pre and _pretraining_done(root, (variant, model, seed, pre))
+    if deadline is not None and time.perf_counter() >= deadline and not weights_waiting:
+        return None  # a fine-tuning whose pre-training is done still starts: its weights are in no record
+    if variant in exp.pretrain and not pre and not weights_waiting:
         return None  # its pre-training was not started (the deadline)
     cmd = [sys.executable, "-m", "slotssm", "train", exp.task, "--model", model, "--preset", args.preset,
            "--out", str(run), "--data-dir", args.data_dir, "--no-progress"] + [a for s in sets for a in ("--set", s)]
