@@ -43,3 +43,35 @@ def test_colour_memory_script_on_a_tiny_one_ball_run(tmp_path, capsys):
                  "--set", "train.health=false"]) == 0
     with pytest.raises(SystemExit, match="num_objects=1"):
         _load("colour_memory").main([str(run4), "--data-dir", str(tmp_path / "data")])
+
+
+def test_snitch_pixels_paints_the_snitch_over_with_its_background():
+    import torch
+
+    from slotssm.data.snitch import GOLD
+
+    mod = _load("snitch_pixels")
+    raw = torch.full((1, 8, 8, 3), 80, dtype=torch.uint8)
+    raw[0, 3, 4] = torch.as_tensor(GOLD, dtype=torch.uint8)
+    gold = mod.gold_pixels(raw)
+    assert gold.sum() == 1 and gold[0, 3, 4]
+    frames = raw.permute(0, 3, 1, 2).float() / 255
+    filled = mod.snitch_painted_over(frames, gold)
+    assert torch.allclose(filled, torch.full_like(frames, 80 / 255))  # the snitch's pixel takes the background's colour
+
+
+def test_snitch_pixels_script_on_a_tiny_pretraining(tmp_path, capsys):
+    run = tmp_path / "run"
+    sets = ["data.objective=reconstruct", "train.steps=1", "train.health=false"]
+    assert main(["train", "snitch_localization", "--model", "oc_slotssm", "--preset", "tiny", "--out", str(run),
+                 "--data-dir", str(tmp_path / "data"), "--no-progress"] + [a for s in sets for a in ("--set", s)]) == 0
+    capsys.readouterr()
+    _load("snitch_pixels").main([str(run), "--data-dir", str(tmp_path / "data")])
+    out = capsys.readouterr().out
+    assert "held-out frames, snitch in view" in out and "the snitch painted over" in out and "of that slot's mask" in out
+    classify = tmp_path / "classify"
+    assert main(["train", "snitch_localization", "--model", "oc_slotssm", "--preset", "tiny", "--out", str(classify),
+                 "--data-dir", str(tmp_path / "data"), "--no-progress", "--set", "train.steps=1",
+                 "--set", "train.health=false"]) == 0
+    with pytest.raises(SystemExit, match="objective=reconstruct"):
+        _load("snitch_pixels").main([str(classify), "--data-dir", str(tmp_path / "data")])

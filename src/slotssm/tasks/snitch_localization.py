@@ -86,9 +86,12 @@ PRESETS = {
     # constant flag) where the same model trained directly predicts a constant from step 125, but it does not find
     # the snitch: top-1 0.085 with 2000 training videos (training top-1 0.23: it memorises them), 0.06 with 8000,
     # against 0.04 / 0.035 trained directly and 0.055 for the label prior; the hand-written gold tracker reaches
-    # 0.825. A reading, not measured: the snitch is ~1 pixel at 32x32, too small a part of the reconstruction loss
-    # for a slot to take it. Next: 64x64 frames with a snitch of >= 2 pixels (the generator's cones must grow with
-    # it), or a loss that weights the snitch.
+    # 0.825. Why, measured with benchmarks/snitch_pixels.py on the three seeds of `slotssm reproduce`'s OC-SlotSSM
+    # pre-training (2400 steps): the reconstruction does not draw the snitch. Its error on the snitch's pixels is
+    # 0.083-0.086 (0.007-0.008 elsewhere), worse than painting the snitch over with its neighbours' colour (0.070),
+    # and the slot that covers the snitch is a background or cone slot (the snitch is 0.2-0.7 % of its mask). In
+    # view the snitch is 1.7 pixels of 1024: under 2 % of the loss. Next: 64x64 frames with a snitch of >= 2
+    # pixels (the generator's cones must grow with it), or a reconstruction loss that weights the snitch.
     "small": Preset(dict(image_size=32, num_frames=60, segments=10, stride=6, num_train=800, num_val=100,
                          cnn_channels=32, cnn_strides=(2, 2, 1)), "w64k6",
                     dict(steps=1500, batch_size=16, lr=5e-4, warmup=100, eval_batch_size=16, ckpt_every=500)),
