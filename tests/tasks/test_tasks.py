@@ -64,6 +64,15 @@ def test_task_learns_evaluates_and_draws(name, data_dir, tmp_path):
     assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 
+@pytest.mark.parametrize("model", ["oc_slotssm", "slotssm", "slot_transformer", "single_state_ssm"])
+def test_snitch_draws_which_slot_reads_each_token(model, data_dir, tmp_path):
+    """The snitch page's picture per model (App. D.1): the encoder attention's argmax over the sampled frames."""
+    task = make("snitch_localization", data_dir, model)
+    net = task.build_model().eval()
+    names = {p.name for p in task.visualise(net, task.datasets()[1], tmp_path, device=torch.device("cpu"))}
+    assert "slot_attention.png" in names and (tmp_path / "slot_attention.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("model", list_models())
 def test_every_model_runs_on_every_task_interface(model, data_dir):
     # One flag swaps the sequence model: the same task builds, computes a loss and back-propagates.
