@@ -25,6 +25,17 @@ def test_verdict_needs_a_margin_larger_than_the_std():
     assert _verdict(LOWER, lower, {"no mse here": {"other": 1.0}}) is None
 
 
+def test_verdict_leaves_out_the_upper_bounds():
+    """A reference that uses what no model is given (the snitch's gold tracker) bounds the models from above; the
+    verdict compares them with the best model-free answer instead."""
+    exp = Experiment("t", ("a", "b"), ("acc",), higher_is_better=True, upper_references=("tracker",))
+    refs = {"prior": {"acc": 0.05}, "tracker": {"acc": 0.8}}
+    rows = {"a": {"acc": (0.09, 0.01, 3)}, "b": {"acc": (0.03, 0.01, 3)}}
+    assert _verdict(exp, rows, refs).endswith("*prior* on `acc` by more than their std over seeds: a.")
+    assert "*tracker*" in _verdict(HIGHER, rows, refs)  # without the mark it would be the reference to beat
+    assert _verdict(exp, rows, {"tracker": {"acc": 0.8}}) is None
+
+
 def test_page_names_each_variants_overrides_and_its_pretraining(tmp_path):
     from slotssm.results import write_results
 
@@ -35,6 +46,11 @@ def test_page_names_each_variants_overrides_and_its_pretraining(tmp_path):
     page = write_results("snitch_localization", exp, results, 5, 60.0, tmp_path).read_text()
     assert "## pre\n\nOverrides: `x=1`. Each run first pre-trains a model with `data.objective=reconstruct`" in page
     assert "## plain\n\n| model |" in page and "| a | 0.1500 +- 0.0500 |" in page
+    marked = Experiment("snitch_localization", ("a",), ("top1",), higher_is_better=True, upper_references=("tracker",))
+    refs = {"": {"prior": {"top1": 0.05}, "tracker": {"top1": 0.8}}}
+    page = write_results("snitch_localization", marked, {("", "a", 0, False): {"top1": 0.1}}, 5, 60.0, tmp_path,
+                         references=refs).read_text()
+    assert "| *reference: prior* | 0.0500 |" in page and "| *upper bound: tracker* | 0.8000 |" in page
 
 
 def test_one_seed_shows_no_spread(tmp_path):

@@ -73,10 +73,12 @@ def _order_line(exp, rows: dict) -> str:
 
 
 def _verdict(exp, rows: dict, refs: dict) -> str | None:
-    """A sentence on the headline metric against the best model-free reference: which models clear it by more than
-    their std over seeds, and a warning when none does."""
+    """A sentence on the headline metric against the best model-free reference (not an upper bound,
+    `exp.upper_references`): which models clear it by more than their std over seeds, and a warning when none
+    does."""
     head = exp.metrics[0]
-    ref_vals = {k: v[head] for k, v in refs.items() if head in v and np.isfinite(v[head])}
+    ref_vals = {k: v[head] for k, v in refs.items()
+                if head in v and np.isfinite(v[head]) and k not in exp.upper_references}
     if not ref_vals:
         return None
     pick = max if exp.higher_is_better else min
@@ -184,7 +186,8 @@ def write_results(name: str, exp, results: dict, steps: int, run_s: float, out_d
         refs = references.get(variant, {})
         for ref, vals in refs.items():
             cells = [f"{vals[m]:.4f}" if m in vals and np.isfinite(vals[m]) else "-" for m in exp.metrics]
-            lines.append(f"| *reference: {ref}* | " + " | ".join(cells) + " |")
+            kind = "upper bound" if ref in exp.upper_references else "reference"
+            lines.append(f"| *{kind}: {ref}* | " + " | ".join(cells) + " |")
         lines += ["", _order_line(exp, rows), ""]
         verdict = _verdict(exp, rows, refs)
         if verdict:
