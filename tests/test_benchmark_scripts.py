@@ -68,7 +68,8 @@ def test_snitch_pixels_script_on_a_tiny_pretraining(tmp_path, capsys):
     capsys.readouterr()
     _load("snitch_pixels").main([str(run), "--data-dir", str(tmp_path / "data")])
     out = capsys.readouterr().out
-    assert "held-out frames, snitch in view" in out and "the snitch painted over" in out and "of that slot's mask" in out
+    assert "held-out frames, snitch in view" in out and "the snitch painted over" in out
+    assert "of that slot's mask" in out
     classify = tmp_path / "classify"
     assert main(["train", "snitch_localization", "--model", "oc_slotssm", "--preset", "tiny", "--out", str(classify),
                  "--data-dir", str(tmp_path / "data"), "--no-progress", "--set", "train.steps=1",

@@ -225,7 +225,8 @@ def test_reproduce_deadline_still_starts_a_finished_pretrainings_fine_tuning(tmp
                            data_dir=str(tmp_path / "data"))
     root = tmp_path / "runs" / a.experiment
     started = []
-    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd, **kw: started.append(cmd[cmd.index("--out") + 1]) or 0)
+    monkeypatch.setattr(reproduce.subprocess, "call",
+                        lambda cmd, **kw: started.append(cmd[cmd.index("--out") + 1]) or 0)
     monkeypatch.setattr(reproduce, "_write_record", lambda *_: {"metrics": {}, "run_s": 1.0})
     past = time.perf_counter() - 1
     direct, pre = ("no pre-training", "slotssm", 0, False), ("pre-trained", "slotssm", 0, True)

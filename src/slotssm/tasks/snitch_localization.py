@@ -250,8 +250,8 @@ class SnitchLocalization(CNNTokens, PresetTask):
         paths = [viz.frame_grid(rows, out_dir / "snitch_frames.png", max_cols=12)]
         attn = (model.seq(model.encoder(frames), return_attention=True).attention or {}).get("encoder")
         if attn is not None:  # (1, T, K, M): which slot reads each token, over the sampled frames (App. D.1)
-            paths.append(viz.attention_argmax_maps(attn[0].transpose(1, 2).cpu().numpy(), out_dir / "slot_attention.png",
-                                                   frames=rows["sampled frames"]))
+            paths.append(viz.attention_argmax_maps(attn[0].transpose(1, 2).cpu().numpy(),
+                                                   out_dir / "slot_attention.png", frames=rows["sampled frames"]))
         if self.config.data.objective == "classify":
             probs = self.logits(model, frames).softmax(-1)[0].view(GRID, GRID).cpu().numpy()
             label = int(item["label"][0])
