@@ -45,7 +45,7 @@ def test_two_process_run_keeps_ranks_identical_and_resumes_exactly(tmp_path):
     proc = _torchrun(straight, "straight")
     assert proc.returncode == 0, proc.stderr[-3000:]
     digests = [(straight / f"weights-rank{r}.sha256").read_text() for r in range(2)]
-    assert digests[0] == digests[1]
+    assert digests[0] == digests[1], proc.stderr[-3000:]
     model = _fresh_model()
     safetensors.torch.load_model(model, str(straight / "ckpt-latest" / "model.safetensors"))
     assert toytask.weights_digest(model) == digests[0]
@@ -55,11 +55,13 @@ def test_two_process_run_keeps_ranks_identical_and_resumes_exactly(tmp_path):
     assert steps == [2, 4, 6, 6]  # rank 0 alone wrote the log: three train rows and the final val row
 
     resumed = tmp_path / "resumed"
-    assert _torchrun(resumed, "crash").returncode != 0
-    assert json.loads((resumed / "ckpt-latest" / "checkpoint.json").read_text())["step"] == 3
+    proc = _torchrun(resumed, "crash")
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    saved = resumed / "ckpt-latest" / "checkpoint.json"
+    assert saved.is_file() and json.loads(saved.read_text())["step"] == 3, proc.stderr[-3000:]
     proc = _torchrun(resumed, "resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [(resumed / f"weights-rank{r}.sha256").read_text() for r in range(2)] == digests
+    assert [(resumed / f"weights-rank{r}.sha256").read_text() for r in range(2)] == digests, proc.stderr[-3000:]
 
 
 def test_single_process_path_is_world_size_one(monkeypatch):
