@@ -91,9 +91,9 @@ PRESETS = {
     # 0.083-0.086 (0.007-0.008 elsewhere), worse than painting the snitch over with its neighbours' colour (0.070),
     # and the slot that covers the snitch is a background or cone slot (the snitch is 0.2-0.7 % of its mask). The
     # SlotSSM pre-trainings (seeds 0-2: 0.082-0.084 on the snitch, 0.009 elsewhere) and SlotTransformer's (seed 0:
-    # 0.084, 0.009) do not draw it either. In
-    # view the snitch is 1.7 pixels of 1024: under 2 % of the loss. Next: 64x64 frames with a snitch of >= 2
-    # pixels (the generator's cones must grow with it), or a reconstruction loss that weights the snitch.
+    # 0.084, 0.009) do not draw it either. In view the snitch is 1.7 pixels of 1024: under 2 % of the loss. Next:
+    # 64x64 frames with a snitch of >= 2 pixels (the generator's cones must grow with it), or a reconstruction loss
+    # that weights the snitch.
     "small": Preset(dict(image_size=32, num_frames=60, segments=10, stride=6, num_train=800, num_val=100,
                          cnn_channels=32, cnn_strides=(2, 2, 1)), "w64k6",
                     dict(steps=1500, batch_size=16, lr=5e-4, warmup=100, eval_batch_size=16, ckpt_every=500)),
