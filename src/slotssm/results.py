@@ -26,8 +26,9 @@ PAPER = {
         "OC-SlotSSM uses."
     ),
     "snitch_localization": (
-        "Table 1 (CATER): SlotSSM is ahead of SlotTransformer and far ahead of the single-state SSM in top-1 and "
-        "top-5; pre-training on reconstruction, then fine-tuning, improves every model."
+        "Table 1 (CATER, top-1 %): trained directly, OC-SlotSSM 61.6 > SlotTransformer 41.1 > SlotSSM 25.6 > "
+        "single-state SSM 10.3; pre-trained on reconstruction, then fine-tuned, OC-SlotSSM 69.3 > SlotSSM 54.7 > "
+        "SlotTransformer 49.2 > single-state SSM 41.2. Pre-training improves every model, SlotSSM the most."
     ),
 }
 
