@@ -1,10 +1,13 @@
 """Every task: a tiny preset learns (loss goes down on a batch), evaluates with every metric, draws its pictures."""
 
 import dataclasses
+import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from slotssm.models import list_models
 from slotssm.tasks import get_task, list_tasks
@@ -107,6 +110,44 @@ def test_snitch_pretrain_then_finetune(data_dir, tmp_path):
         init_from_run(model, apply_overrides(config, ["train.init_modules=(encoder,nope)"]), data_dir)
     with pytest.raises(ValueError, match="objective"):
         make("snitch_localization", data_dir, objective="nope")
+
+
+def test_snitch_weight_counts_the_gold_pixels_error_that_many_times(data_dir):
+    """The diagnostic pre-training loss: weight 1 is plain MSE; weight w counts each gold pixel's error w times,
+    normalised by the total weight, against a slow per-pixel reference."""
+    from slotssm.data.snitch import GOLD
+    from slotssm.tasks.snitch_localization import gold_pixels
+
+    frames = torch.rand(2, 3, 3, 6, 6)
+    frames[0, 1, :, 2, 3] = torch.as_tensor(GOLD) / 255.0
+    frames[1, 0, :, 5, 0] = (torch.as_tensor(GOLD) + 10.0) / 255.0  # within the tolerance (L1 30 < 40)
+    frames[1, 2, :, 0, 0] = (torch.as_tensor(GOLD) + 15.0) / 255.0  # not (L1 45)
+    gold = gold_pixels(frames)
+    assert gold.shape == (2, 3, 6, 6) and gold.sum() == 2 and gold[0, 1, 2, 3] and gold[1, 0, 5, 0]
+
+    plain = make("snitch_localization", data_dir, objective="reconstruct")
+    weighted = make("snitch_localization", data_dir, objective="reconstruct", snitch_weight=5.0)
+    recon = torch.rand_like(frames)
+
+    # a model whose reconstruction is fixed, so the loss is the weighting alone
+    model = SimpleNamespace(encoder=lambda x: x, seq=lambda x: SimpleNamespace(slots=x),
+                            head=lambda slots: (recon, None, None))
+    with torch.no_grad():
+        for task, w in ((plain, 1.0), (weighted, 5.0)):
+            task.sample_frames = lambda video, train: frames
+            loss, _ = task.loss(model, {"video": frames})
+            num = den = 0.0
+            for idx in itertools.product(*(range(n) for n in gold.shape)):
+                pixel_w = w if gold[idx] else 1.0
+                err = ((recon[idx[0], idx[1], :, idx[2], idx[3]] - frames[idx[0], idx[1], :, idx[2], idx[3]]) ** 2)
+                num += pixel_w * err.sum().item()
+                den += pixel_w * 3
+            assert loss.item() == pytest.approx(num / den, rel=1e-5)
+    assert loss.item() != pytest.approx(F.mse_loss(recon, frames).item(), rel=1e-3)  # the weight matters here
+    with pytest.raises(ValueError, match="snitch_weight"):
+        make("snitch_localization", data_dir, objective="reconstruct", snitch_weight=0.5)
+    with pytest.raises(ValueError, match="snitch_weight.*objective"):
+        make("snitch_localization", data_dir, snitch_weight=5.0)
 
 
 def test_unknown_preset_and_model():

@@ -58,6 +58,10 @@ class SnitchConfig:
     decoder_resolution: int = 32  # pre-training decodes at this size, upsampled to image_size (saves CPU time)
     decoder_norm: bool = False  # pre-training decoder options, as in object_centric (what made its masks split)
     even_masks: bool = False
+    # A diagnostic, not the paper's recipe: in pre-training, the squared error on the snitch's (gold) pixels counts
+    # this many times. It uses the snitch's colour, which no model is given (as the gold tracker does), to ask
+    # whether a pre-training that draws the snitch helps the fine-tuning. Evaluation's recon_mse stays unweighted.
+    snitch_weight: float = 1.0
     source: str = "generated"  # or a reader (cater) of real data, read from `root` (slotssm.data.sources, docs/data.md)
     root: str = ""  # the dataset's path when source is a reader
     resize: str = "crop"  # real frames to image_size: "crop" (central square) or "stretch" (whole frame)
@@ -66,6 +70,11 @@ class SnitchConfig:
         check_source("snitch_localization", self.source, self.resize)
         if self.objective not in ("classify", "reconstruct"):
             raise ValueError(f"objective: expected 'classify' or 'reconstruct', got {self.objective!r}")
+        if not self.snitch_weight >= 1.0:
+            raise ValueError(f"snitch_weight: expected a weight >= 1 (1: plain reconstruction), got {self.snitch_weight}")
+        if self.snitch_weight != 1.0 and self.objective != "reconstruct":
+            raise ValueError("snitch_weight: weights the reconstruction loss, so it needs objective='reconstruct', "
+                             f"got objective={self.objective!r}")
         if not 1 <= self.segments <= self.num_frames:
             raise ValueError(f"segments: expected 1 <= segments <= num_frames={self.num_frames}, got {self.segments}")
 
@@ -102,6 +111,14 @@ PRESETS = {
     "paper": Preset(dict(), "w128k8", dict(steps=100_000, batch_size=32, lr=3e-4, weight_decay=0.1, warmup=2500,
                                            eval_batch_size=16)),
 }
+
+
+def gold_pixels(frames: Tensor, tolerance: float = 40.0) -> Tensor:
+    """frames (..., 3, H, W) in [0, 1] -> (..., H, W) bool: pixels whose RGB L1 distance (0-255 scale) to the
+    generator's gold is below `tolerance` (the gold tracker's test), i.e. the snitch's pixels where it is in view."""
+    from slotssm.data.snitch import GOLD
+
+    return ((frames * 255.0 - torch.as_tensor(GOLD)[:, None, None]).abs().sum(-3) < tolerance)
 
 
 class SnitchPredictor(nn.Module):
@@ -171,7 +188,11 @@ class SnitchLocalization(CNNTokens, PresetTask):
         frames = self.sample_frames(batch["video"], train=True)
         if self.config.data.objective == "reconstruct":
             recon, _, _ = model.head(model.seq(model.encoder(frames)).slots)
-            return F.mse_loss(recon, frames), {}
+            if self.config.data.snitch_weight == 1.0:
+                return F.mse_loss(recon, frames), {}
+            weight = 1.0 + (self.config.data.snitch_weight - 1.0) * gold_pixels(frames).unsqueeze(2)  # (B, T, 1, H, W)
+            err = (recon - frames) ** 2
+            return (weight * err).sum() / (weight.sum() * err.shape[2]), {}
         logits = self.logits(model, frames)
         label = batch["label"].long()
         loss = F.cross_entropy(logits, label)
