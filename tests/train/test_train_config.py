@@ -210,3 +210,9 @@ def test_config_files_written_before_an_option_existed_get_its_off_value():
     d = config_to_dict(snitch)
     del d["data"]["decoder_resolution"]
     assert config_from_dict(d, snitch).data.decoder_resolution == snitch.data.image_size
+    # a pre-training written before data.snitch_weight and model.dt_range: plain MSE, mamba_ssm's step sizes
+    pre = apply_overrides(snitch, ["data.objective=reconstruct", "data.snitch_weight=50", "model.dt_range=(1e-4,1e-2)"])
+    d = config_to_dict(pre)
+    del d["data"]["snitch_weight"], d["model"]["dt_range"]
+    old = config_from_dict(d, pre)
+    assert old.data.snitch_weight == 1.0 and tuple(old.model.dt_range) == (0.001, 0.1)
