@@ -22,14 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-GOLD_TOLERANCE = 40.0  # RGB L1 distance to the generator's gold, as the task's gold tracker uses
-
-
-def gold_pixels(raw: Tensor) -> Tensor:
-    """raw (..., H, W, 3) uint8 or float in 0-255 -> (..., H, W) bool: the snitch's pixels."""
-    from slotssm.data.snitch import GOLD
-
-    return (raw.float() - torch.as_tensor(GOLD)).abs().sum(-1) < GOLD_TOLERANCE
+from slotssm.tasks.snitch_localization import gold_pixels  # the snitch's pixels, as the gold tracker finds them
 
 
 def snitch_painted_over(frames: Tensor, gold: Tensor) -> Tensor:

@@ -122,7 +122,8 @@ def test_snitch_weight_counts_the_gold_pixels_error_that_many_times(data_dir):
     frames[0, 1, :, 2, 3] = torch.as_tensor(GOLD) / 255.0
     frames[1, 0, :, 5, 0] = (torch.as_tensor(GOLD) + 10.0) / 255.0  # within the tolerance (L1 30 < 40)
     frames[1, 2, :, 0, 0] = (torch.as_tensor(GOLD) + 15.0) / 255.0  # not (L1 45)
-    gold = gold_pixels(frames)
+    gold = gold_pixels(frames.movedim(2, -1) * 255.0)
+    assert torch.equal(gold, gold_pixels((frames.movedim(2, -1) * 255.0).round().to(torch.uint8)))  # either layout
     assert gold.shape == (2, 3, 6, 6) and gold.sum() == 2 and gold[0, 1, 2, 3] and gold[1, 0, 5, 0]
 
     plain = make("snitch_localization", data_dir, objective="reconstruct")

@@ -71,7 +71,8 @@ class SnitchConfig:
         if self.objective not in ("classify", "reconstruct"):
             raise ValueError(f"objective: expected 'classify' or 'reconstruct', got {self.objective!r}")
         if not self.snitch_weight >= 1.0:
-            raise ValueError(f"snitch_weight: expected a weight >= 1 (1: plain reconstruction), got {self.snitch_weight}")
+            raise ValueError(f"snitch_weight: expected a weight >= 1 (1: plain reconstruction), "
+                             f"got {self.snitch_weight}")
         if self.snitch_weight != 1.0 and self.objective != "reconstruct":
             raise ValueError("snitch_weight: weights the reconstruction loss, so it needs objective='reconstruct', "
                              f"got objective={self.objective!r}")
@@ -113,12 +114,16 @@ PRESETS = {
 }
 
 
-def gold_pixels(frames: Tensor, tolerance: float = 40.0) -> Tensor:
-    """frames (..., 3, H, W) in [0, 1] -> (..., H, W) bool: pixels whose RGB L1 distance (0-255 scale) to the
-    generator's gold is below `tolerance` (the gold tracker's test), i.e. the snitch's pixels where it is in view."""
+GOLD_TOLERANCE = 40.0  # RGB L1 distance to the generator's gold below which a pixel is the snitch's
+
+
+def gold_pixels(raw: Tensor, tolerance: float = GOLD_TOLERANCE) -> Tensor:
+    """raw (..., H, W, 3) uint8, or float on the 0-255 scale (rounded first, so frames / 255 * 255 give the same
+    answer) -> (..., H, W) bool: the snitch's pixels where it is in view (RGB L1 distance to the generator's gold
+    below `tolerance`). Used by the gold tracker, the snitch_weight loss and benchmarks/snitch_pixels.py."""
     from slotssm.data.snitch import GOLD
 
-    return ((frames * 255.0 - torch.as_tensor(GOLD)[:, None, None]).abs().sum(-3) < tolerance)
+    return (raw.float().round() - torch.as_tensor(GOLD)).abs().sum(-1) < tolerance
 
 
 class SnitchPredictor(nn.Module):
@@ -190,7 +195,8 @@ class SnitchLocalization(CNNTokens, PresetTask):
             recon, _, _ = model.head(model.seq(model.encoder(frames)).slots)
             if self.config.data.snitch_weight == 1.0:
                 return F.mse_loss(recon, frames), {}
-            weight = 1.0 + (self.config.data.snitch_weight - 1.0) * gold_pixels(frames).unsqueeze(2)  # (B, T, 1, H, W)
+            gold = gold_pixels(frames.movedim(2, -1) * 255.0)  # (B, T, H, W)
+            weight = 1.0 + (self.config.data.snitch_weight - 1.0) * gold.unsqueeze(2)  # (B, T, 1, H, W)
             err = (recon - frames) ** 2
             return (weight * err).sum() / (weight.sum() * err.shape[2]), {}
         logits = self.logits(model, frames)
@@ -239,15 +245,12 @@ class SnitchLocalization(CNNTokens, PresetTask):
                                           "grid_l1": metrics.grid_l1(tracked, labels, grid=GRID)},
         }
 
-    def gold_tracker(self, video: Tensor, tolerance: float = 40.0) -> np.ndarray:
+    def gold_tracker(self, video: Tensor, tolerance: float = GOLD_TOLERANCE) -> np.ndarray:
         """The cell where the snitch was last seen, from the frames a model sees in evaluation: video (B, T_all, H,
         W, 3) uint8 -> (B,) cells. A pixel is gold when its RGB L1 distance to the generator's gold is below
         `tolerance`; the centre cell where no gold pixel is ever seen. Hand-written with knowledge of the
         generator (the snitch's colour): what tracking alone reaches, far beyond the model-free guesses above."""
-        from slotssm.data.snitch import GOLD
-
-        frames = video[:, :: self.config.data.stride].float()  # (B, T, H, W, 3)
-        gold = (frames - torch.as_tensor(GOLD)).abs().sum(-1) < tolerance  # (B, T, H, W)
+        gold = gold_pixels(video[:, :: self.config.data.stride], tolerance)  # (B, T, H, W)
         seen = gold.flatten(2).any(-1)  # (B, T)
         last = seen.shape[1] - 1 - seen.flip(1).float().argmax(1)  # (B,) last frame with a gold pixel
         mask = gold[torch.arange(len(gold)), last].float()  # (B, H, W)
