@@ -129,9 +129,11 @@ ADDED_KEYS: dict[str, Any] = {
     "data.source": FIELD_DEFAULT, "data.root": FIELD_DEFAULT, "data.resize": FIELD_DEFAULT,
     "data.subpatch": FIELD_DEFAULT, "data.decoder_patch": FIELD_DEFAULT,  # blinking: one token per step
     "data.ball_weight": FIELD_DEFAULT,  # blinking: plain cross-entropy
+    "data.max_frames": FIELD_DEFAULT,  # blinking: the frame-index table had num_frames rows
     "data.token_mlp": FIELD_DEFAULT,  # blinking: the token was the embedding sum
     "data.feedback_passes": FIELD_DEFAULT, "data.feedback_grad": FIELD_DEFAULT,  # video prediction: teacher forcing
     "data.decoder_norm": FIELD_DEFAULT, "data.even_masks": FIELD_DEFAULT,  # object-centric decoder options
+    "data.decoder_out_stride": FIELD_DEFAULT,  # object-centric decoder: a Conv2d output layer
     "data.snitch_size": FIELD_DEFAULT, "data.cone_size": FIELD_DEFAULT,  # the snitch generator's defaults
     "data.decoder_resolution": lambda d: d["data"]["image_size"],  # snitch pre-training decoded at full size
     "data.snitch_weight": FIELD_DEFAULT,  # snitch pre-training: plain MSE

@@ -358,3 +358,24 @@ def test_blinking_ball_weight_weighs_the_ball_pixels(data_dir):
     assert heavy.loss(model, batch)[0].item() == pytest.approx(float((nll * w).sum() / w.sum()), rel=1e-5)
     with pytest.raises(ValueError, match="ball_weight"):
         make("blinking_balls", data_dir, ball_weight=0.0)
+
+
+def test_blinking_curriculum_weights_load_into_the_longer_context(data_dir):
+    """`max_frames` sizes the frame-index table for a curriculum's longest context: a run on 1 context frame has
+    the parameters of the 3-frame run, so its weights load into it strictly, and the 3-frame run trains from them."""
+    short = make("blinking_balls", data_dir, num_frames=1, max_frames=3)
+    long = make("blinking_balls", data_dir)  # tiny: num_frames=3, its own table of 3 rows
+    torch.manual_seed(0)
+    trained = short.build_model()
+    batch = short.collate([short.datasets()[0][i] for i in range(2)])
+    assert batch["frames"].shape[1] == 1
+    short.loss(trained, batch)[0].backward()
+    model = long.build_model()
+    model.load_state_dict(trained.state_dict(), strict=True)
+    batch = long.collate([long.datasets()[0][i] for i in range(2)])
+    assert batch["frames"].shape[1] == 3 and torch.isfinite(long.loss(model, batch)[0])
+    # without it the tables differ (1 row against 3), so the curriculum could not carry the weights over
+    with pytest.raises(RuntimeError, match="pos_time"):
+        model.load_state_dict(make("blinking_balls", data_dir, num_frames=1).build_model().state_dict())
+    with pytest.raises(ValueError, match="max_frames"):
+        make("blinking_balls", data_dir, max_frames=2)

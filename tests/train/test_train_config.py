@@ -200,12 +200,19 @@ def test_config_files_written_before_an_option_existed_get_its_off_value():
     template = apply_overrides(cls.default_config("small", "oc_slotssm"), ["model.num_heads=2"])
     assert template.data.decoder_norm and template.data.even_masks  # the small preset switches them on
     d = config_to_dict(template)
-    for key in ("decoder_norm", "even_masks", "source", "root", "resize"):
+    template = apply_overrides(template, ["data.decoder_out_stride=2"])
+    d = config_to_dict(template)
+    for key in ("decoder_norm", "even_masks", "source", "root", "resize", "decoder_out_stride"):
         del d["data"][key]
     del d["model"]["inverted_heads"], d["train"]["time_limit_s"]
     old = config_from_dict(d, template)
     assert not old.data.decoder_norm and not old.data.even_masks and old.data.source == "generated"
+    assert old.data.decoder_out_stride == 1
     assert old.model.inverted_heads == 2 and old.train.time_limit_s == 0.0
+    blink = apply_overrides(get_task("blinking_balls").default_config("small", "slotssm"), ["data.max_frames=8"])
+    d = config_to_dict(blink)
+    del d["data"]["max_frames"]
+    assert config_from_dict(d, blink).data.max_frames == 0
     snitch = get_task("snitch_localization").default_config("small", "slotssm")
     d = config_to_dict(snitch)
     del d["data"]["decoder_resolution"]

@@ -44,6 +44,9 @@ NUM_CLASSES = 7
 class BlinkingBallsConfig:
     image_size: int = 64
     num_frames: int = 40  # context frames T
+    # Rows of the learned frame-index table (0: num_frames). A curriculum sets it to its longest context, so a run on
+    # shorter contexts has the same parameters and its weights load into the longer run (train.init_from).
+    max_frames: int = 0
     patch: int = 8  # L = T * (image_size / patch)^2 steps (40 x 64 = 2560)
     subpatch: int = 0  # tokens per step: (patch / subpatch)^2 sub-patches of the step's patch (0: subpatch = patch)
     decoder_patch: int = 0  # the decoder's patch side: (image_size / decoder_patch)^2 queries (0: = patch)
@@ -73,6 +76,8 @@ class BlinkingBallsConfig:
         if self.decoder_patch < 0 or (self.decoder_patch and self.image_size % self.decoder_patch):
             raise ValueError(f"decoder_patch: expected 0 or a divisor of image_size={self.image_size}, "
                              f"got {self.decoder_patch}")
+        if self.max_frames and self.max_frames < self.num_frames:
+            raise ValueError(f"max_frames: expected 0 or at least num_frames={self.num_frames}, got {self.max_frames}")
         if self.ball_weight <= 0:
             raise ValueError(f"ball_weight: expected > 0, got {self.ball_weight}")
         if self.rule not in ("earliest", "most_frequent"):
@@ -175,7 +180,8 @@ class PatchSequenceEmbedding(nn.Module):
 @register_task("blinking_balls", BlinkingBallsConfig, PRESETS)
 class BlinkingBalls(PresetTask):
     def build_encoder(self, d, width):
-        return PatchSequenceEmbedding(d.patch, d.image_size, width, d.sub, max_frames=d.num_frames, mlp=d.token_mlp)
+        return PatchSequenceEmbedding(d.patch, d.image_size, width, d.sub, max_frames=d.max_frames or d.num_frames,
+                                      mlp=d.token_mlp)
 
     def build_head(self, d, encoder, d_slot):
         side = d.image_size // d.dec_patch

@@ -51,6 +51,7 @@ class ObjectCentricConfig:
     cnn_strides: tuple[int, ...] = (2, 2, 1, 1)
     decoder_hidden: int = 64
     decoder_resolution: int = 64  # decode at this size, upsample to image_size (saves CPU time)
+    decoder_out_stride: int = 1  # 2: the decoder's output layer upsamples 2x (masks at 2 x decoder_resolution)
     decoder_norm: bool = False  # GroupNorm in the spatial broadcast decoder's hidden layers (official SlotSSMs)
     even_masks: bool = False  # the decoder's alpha logits start at 0: every slot an equal share of every pixel
     source: str = "generated"  # or a reader (movi, folder) of real data at `root` (slotssm.data.sources, docs/data.md)
@@ -96,7 +97,8 @@ def segment_scores(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.n
 class ObjectCentric(CNNTokens, PresetTask):
     def build_head(self, d, encoder, d_slot):
         return SpatialBroadcastDecoder(d_slot, d.image_size, 3, d.decoder_hidden, resolution=d.decoder_resolution,
-                                       group_norm=d.decoder_norm, even_masks=d.even_masks)
+                                       out_stride=d.decoder_out_stride, group_norm=d.decoder_norm,
+                                       even_masks=d.even_masks)
 
     def datasets(self):
         d = self.config.data
