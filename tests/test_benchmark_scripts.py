@@ -76,3 +76,56 @@ def test_snitch_pixels_script_on_a_tiny_pretraining(tmp_path, capsys):
                  "--set", "train.health=false"]) == 0
     with pytest.raises(SystemExit, match="objective=reconstruct"):
         _load("snitch_pixels").main([str(classify), "--data-dir", str(tmp_path / "data")])
+
+
+def _tiny_run(tmp_path, task, model, *sets):
+    run = tmp_path / f"{task}-{model}"
+    sets = ["train.steps=1", "train.health=false", *sets]
+    assert main(["train", task, "--model", model, "--preset", "tiny", "--out", str(run), "--data-dir",
+                 str(tmp_path / "data"), "--no-progress"] + [a for s in sets for a in ("--set", s)]) == 0
+    return run
+
+
+def test_colour_rule_last_colours_and_script(tmp_path, capsys):
+    mod = _load("colour_rule")
+    picked_ball = np.array([[0, 1, 0], [2, 2, 2]])
+    picked_color = np.array([[3, 4, 5], [6, 2, 3]])
+    np.testing.assert_array_equal(mod.last_colours(picked_ball, picked_color, 3), [[5, 4, 1], [1, 1, 3]])
+    run = _tiny_run(tmp_path, "blinking_balls", "slotssm")
+    capsys.readouterr()
+    mod.main([str(run), "--data-dir", str(tmp_path / "data")])
+    out = capsys.readouterr().out
+    assert "the rule's colour" in out and "the last colour shown" in out and "by the frame of the blink" in out
+    with pytest.raises(SystemExit, match="blinking_balls"):
+        mod.main([str(_tiny_run(tmp_path, "object_centric", "oc_slotssm")), "--data-dir", str(tmp_path / "data")])
+
+
+def test_object_slots_counts_objects_left_in_the_background_and_merged():
+    mod = _load("object_slots")
+    true = np.zeros((1, 6, 6), dtype=np.int64)
+    true[0, 0, :2], true[0, 3, :2], true[0, 5, 4:] = 1, 2, 3  # three objects of 2 pixels
+    pred = np.zeros_like(true)  # slot 0: the background, and object 3 with it
+    pred[0, 0, :2] = pred[0, 3, :2] = 1  # slot 1 holds objects 1 and 2
+    rows, video = mod.video_rows(true, pred, min_pixels=2)
+    assert [bg for _, bg in rows] == [False, False, True]
+    assert video == (3, 2, 1, 1, 1)  # 3 objects, 2 slots used, 1 background slot, 1 object in it, 1 merged slot
+
+
+def test_object_slots_and_mask_resolution_scripts(tmp_path, capsys):
+    run = _tiny_run(tmp_path, "object_centric", "oc_slotssm")
+    capsys.readouterr()
+    _load("object_slots").main([str(run), "--data-dir", str(tmp_path / "data")])
+    out = capsys.readouterr().out
+    assert "FG-ARI" in out and "left in a background slot" in out
+    mod = _load("mask_resolution")
+    seg = np.zeros((1, 1, 16, 16), dtype=np.int64)
+    seg[..., 4:12, 4:12] = 1  # a square on whole 2x2 cells survives a 8x8 map; a 1-pixel object does not
+    seg[..., 0, 15] = 2
+    import torch
+
+    coarse = mod.coarse_masks(torch.from_numpy(seg), 8).numpy()
+    assert (coarse[..., 4:12, 4:12] == 1).all() and coarse[..., 0, 15] != 2
+    np.testing.assert_array_equal(mod.coarse_masks(torch.from_numpy(seg), 16).numpy(), seg)
+    mod.main(["--preset", "tiny", "--sides", "8", "16", "--data-dir", str(tmp_path / "data")])
+    out = capsys.readouterr().out
+    assert "through a 8x8 map" in out and "through a 16x16 map: FG-ARI 1.000" in out
