@@ -7,7 +7,7 @@ of its pixels. This prints
 
 - FG-ARI (mean, and the share of videos under 0.3);
 - per object: the share of its pixels in its main slot, and how often its main slot is a background slot (the
-  object is not segmented out);
+  object is not segmented out), with the mean size of the objects left so and of the others;
 - per object slot: how often it is the main slot of two or more objects (merged objects);
 - by the number of objects in the video: slots used, background slots, objects left in a background slot.
 
@@ -26,7 +26,7 @@ from slotssm.tasks.evaluation import batch_iter
 
 
 def video_rows(true: np.ndarray, pred: np.ndarray, min_pixels: int = 10) -> tuple[list, tuple]:
-    """One video's true ids and slot ids (T, H, W) -> per-object rows (main share, in a background slot) and
+    """One video's true ids and slot ids (T, H, W) -> per-object rows (main share, in a background slot, pixels) and
     (objects, slots used, background slots, objects in a background slot, object slots holding 2+ objects)."""
     t, p = true.ravel(), pred.ravel()
     used = [k for k in np.unique(p) if (p == k).sum() >= min_pixels]
@@ -35,11 +35,11 @@ def video_rows(true: np.ndarray, pred: np.ndarray, min_pixels: int = 10) -> tupl
     for o in np.unique(t[t > 0]):
         counts = np.bincount(p[t == o])
         main = int(counts.argmax())
-        objects.append((counts[main] / counts.sum(), main in background))
+        objects.append((counts[main] / counts.sum(), main in background, counts.sum() / true.shape[0]))
         owners.setdefault(main, 0)
         owners[main] += 1
     merged = sum(1 for k, n in owners.items() if k not in background and n > 1)
-    in_background = sum(1 for _, bg in objects if bg)
+    in_background = sum(1 for _, bg, _ in objects if bg)
     return objects, (len(objects), len(used), len(background), in_background, merged)
 
 
@@ -71,6 +71,9 @@ def main(argv=None) -> None:
           f"{len(obj)} objects: {obj[:, 0].mean():.3f} of an object's pixels in its main slot, "
           f"{obj[:, 1].mean():.3f} of the objects left in a background slot; object slots holding 2+ objects per "
           f"video {vid[:, 4].mean():.2f}")
+    left = obj[:, 1] > 0
+    print(f"  pixels per frame of the objects left in a background slot {obj[left, 2].mean():.1f}, of the others "
+          f"{obj[~left, 2].mean():.1f}")
     for n in np.unique(vid[:, 0]):
         r = vid[vid[:, 0] == n]
         print(f"  {n} objects ({len(r)} videos): slots used {r[:, 1].mean():.2f}, background slots "

@@ -107,7 +107,7 @@ def test_object_slots_counts_objects_left_in_the_background_and_merged():
     pred = np.zeros_like(true)  # slot 0: the background, and object 3 with it
     pred[0, 0, :2] = pred[0, 3, :2] = 1  # slot 1 holds objects 1 and 2
     rows, video = mod.video_rows(true, pred, min_pixels=2)
-    assert [bg for _, bg in rows] == [False, False, True]
+    assert [bg for _, bg, _ in rows] == [False, False, True] and [n for _, _, n in rows] == [2, 2, 2]
     assert video == (3, 2, 1, 1, 1)  # 3 objects, 2 slots used, 1 background slot, 1 object in it, 1 merged slot
 
 
@@ -116,7 +116,7 @@ def test_object_slots_and_mask_resolution_scripts(tmp_path, capsys):
     capsys.readouterr()
     _load("object_slots").main([str(run), "--data-dir", str(tmp_path / "data")])
     out = capsys.readouterr().out
-    assert "FG-ARI" in out and "left in a background slot" in out
+    assert "FG-ARI" in out and "left in a background slot" in out and "pixels per frame" in out
     mod = _load("mask_resolution")
     seg = np.zeros((1, 1, 16, 16), dtype=np.int64)
     seg[..., 4:12, 4:12] = 1  # a square on whole 2x2 cells survives a 8x8 map; a 1-pixel object does not
