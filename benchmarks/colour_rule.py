@@ -44,9 +44,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     from slotssm.train.checkpoint import load_model_from_run
 
-    task, model, cfg = load_model_from_run(args.run, "cpu", data_dir=args.data_dir)
-    if cfg.task != "blinking_balls":
-        raise SystemExit("run: expected a blinking_balls run")
+    try:
+        task, model, cfg = load_model_from_run(args.run, "cpu", data_dir=args.data_dir, task="blinking_balls")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     d = cfg.data
     raw = generate("blinking_balls", d.num_val, d.seed + VAL_SEED_OFFSET, num_frames=d.num_frames,
                    image_size=d.image_size, num_objects=d.num_objects, patch=d.patch, rule=d.rule)

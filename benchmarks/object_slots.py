@@ -52,9 +52,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     from slotssm.train.checkpoint import load_model_from_run
 
-    task, model, cfg = load_model_from_run(args.run, "cpu", data_dir=args.data_dir)
-    if cfg.task != "object_centric":
-        raise SystemExit("run: expected an object_centric run")
+    try:
+        task, model, cfg = load_model_from_run(args.run, "cpu", data_dir=args.data_dir, task="object_centric")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     fg, objects, videos = [], [], []
     with torch.no_grad():
         for batch in batch_iter(task.datasets()[1], args.batch, task.collate):

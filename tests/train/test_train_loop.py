@@ -58,6 +58,9 @@ def test_loss_goes_down_and_logs_are_written(tmp_path):
     task, model, config = load_model_from_run(out, "cpu")
     assert config.train.steps == 40 and not model.training
     assert toytask.weights_digest(model) == toytask.weights_digest(toytask.ToyTask.last_model)
+    assert load_model_from_run(out, "cpu", task=config.task)[2].task == config.task
+    with pytest.raises(ValueError, match=f"expected a object_centric run, got a {config.task} run"):
+        load_model_from_run(out, "cpu", task="object_centric")
 
 
 def test_resume_after_a_crash_is_bit_identical(tmp_path, monkeypatch):

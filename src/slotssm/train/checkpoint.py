@@ -228,15 +228,18 @@ def clear_divergence(run_dir) -> None:
     (Path(run_dir) / DIVERGED_FILE).unlink(missing_ok=True)
 
 
-def load_model_from_run(run_dir, device="cpu", *, data_dir=None):
+def load_model_from_run(run_dir, device="cpu", *, data_dir=None, task: str | None = None):
     """(task, model, config) of a finished or running run: the model rebuilt from config.json, weights loaded.
 
     `data_dir` defaults to the one the run was trained with. The model is returned in eval mode on `device`.
+    With `task`, a run of another task is a ValueError naming both.
     """
     from slotssm.tasks.registry import get_task
     from slotssm.train.config import load_run_config, read_config_file
 
     config = load_run_config(run_dir)
+    if task is not None and config.task != task:
+        raise ValueError(f"run: expected a {task} run, got a {config.task} run in {run_dir}")
     if data_dir is None:
         data_dir = read_config_file(run_dir).get("data_dir", "data")
     ckpt = find_checkpoint(run_dir)
