@@ -25,10 +25,10 @@ def coarse_masks(seg: torch.Tensor, side: int) -> torch.Tensor:
     """Integer ids (B, T, H, W) -> the ids a decoder at side x side would give at best: one-hot, area-averaged to
     the side, log-probabilities bilinearly upsampled back to H x W, argmax. (B, T, H, W) int64."""
     b, t, h, w = seg.shape
-    n = int(seg.max()) + 1
-    onehot = F.one_hot(seg.long(), n).permute(0, 1, 4, 2, 3).float().reshape(b * t, n, h, w)
     if side == h:
         return seg.long()
+    n = int(seg.max()) + 1
+    onehot = F.one_hot(seg.long(), n).permute(0, 1, 4, 2, 3).float().reshape(b * t, n, h, w)
     low = F.interpolate(onehot, size=(side, side), mode="area")
     up = F.interpolate(low.clamp_min(1e-4).log(), size=(h, w), mode="bilinear", align_corners=False)
     return up.argmax(1).reshape(b, t, h, w)
