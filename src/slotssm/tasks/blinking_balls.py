@@ -124,8 +124,8 @@ PRESETS = {
     # 0.72), then 2000 at 5 (L = 80): colour 0.640, ball IoU 0.528 (rule "earliest"; most frequent colour 0.235),
     # 33.3 min in all (with a 1500-step last stage: 0.600, 29.9 min; seeds 1 / 2: 0.636 / 0.509; rule
     # "most_frequent", its own 3- and 5-frame stages: 0.628). Without the 3-frame stage, 0.458 (0.461 on
-    # "most_frequent"); straight from 1 frame to 5, 0.307: the later frames, which show the ball again, overwrite the colour (benchmarks/colour_rule.py). The
-    # commands and the rest: docs/results/README.md, Blinking Color Balls.
+    # "most_frequent"); straight from 1 frame to 5, 0.307: the later frames, which show the ball again, overwrite
+    # the colour (benchmarks/colour_rule.py). The commands and the rest: docs/results/README.md, Blinking Color Balls.
     "small": Preset(dict(image_size=32, patch=8, subpatch=4, decoder_patch=4, num_frames=5, num_train=2000,
                          num_val=200, decoder_width=64, decoder_layers=3, ball_weight=5.0), "paper_blinking",
                     dict(steps=3000, batch_size=16, lr=1e-3, warmup=100, ckpt_every=500)),
