@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     with torch.no_grad():
         for s in range(0, len(val), args.batch):
             frames = torch.from_numpy(np.ascontiguousarray(raw["frames"][s:s + args.batch]))
-            logits = task.logits(model.eval(), frames)
+            logits = task.logits(model, frames)
             guess.append((logits[:, 1:].argmax(1) + 1).numpy())
     guess = np.concatenate(guess)  # (n, H, W) in 1..6
     rows = {"0 blinks": [], "1 blink": [], "2+ blinks": []}

@@ -59,7 +59,7 @@ def main(argv=None) -> None:
     fg, objects, videos = [], [], []
     with torch.no_grad():
         for batch in batch_iter(task.datasets()[1], args.batch, task.collate):
-            _, masks, _ = task.forward(model.eval(), batch["video"])
+            _, masks, _ = task.forward(model, batch["video"])
             pred = masks[:, :, :, 0].argmax(2).numpy()  # (B, T, H, W)
             true = batch["segmentations"].numpy()
             fg.append(metrics.ari(true, pred, ignore_background=True))
