@@ -239,3 +239,36 @@ def test_reproduce_deadline_still_starts_a_finished_pretrainings_fine_tuning(tmp
     (reproduce._run_dir(root, *pre) / "eval.json").write_text("{}")
     assert reproduce._train(exp, a, root, *fine, 10, past) == {"metrics": {}, "run_s": 1.0, "trained": True}
     assert started == [str(reproduce._run_dir(root, *fine))]
+
+
+def test_reproduce_reads_a_curriculum_run_and_calibrates_its_stages(tmp_path):
+    """A run with curriculum stages: begun once a stage is, --plan says which stage it stopped in, its minutes
+    count from the first stage, and the budget's calibration counts the stages as a fixed cost."""
+    import os
+
+    from slotssm import reproduce
+
+    run = tmp_path / "run"
+    s1, s2 = run / "stages" / "stage1", run / "stages" / "stage2"
+    assert not reproduce._begun(run)
+    (s2 / "ckpt-latest").mkdir(parents=True)
+    s1.mkdir(parents=True)
+    assert reproduce._begun(run)
+    for d in (s1, s2):
+        (d / "config.json").write_text("{}")
+    (s1 / "eval.json").write_text("{}")
+    assert reproduce._stopped_at(run) == "stage 2, step 0"
+    (s2 / "ckpt-latest" / "checkpoint.json").write_text(json.dumps({"step": 4}))
+    assert reproduce._stopped_at(run) == "stage 2, step 4"
+    (run / "config.json").write_text("{}")
+    (run / "eval.json").write_text("{}")
+    for path, t in ((s1 / "config.json", 1000), (s2 / "config.json", 1500), (run / "config.json", 1600),
+                    (run / "eval.json", 1900)):
+        os.utime(path, (t, t))
+    assert reproduce._run_seconds(run) == 900  # from the first stage's start, not the last stage's
+
+    exp = reproduce.Experiment("blinking_balls", ("slotssm",), ("colour_acc",))
+    sets = ["data.max_frames=3", 'train.stages=["data.num_frames=1 train.steps=5", "data.num_frames=2 train.steps=7"]']
+    per_step, stages = reproduce.calibrate(exp, str(tmp_path / "data"), sets, "tiny")["slotssm"]
+    assert per_step > 0 and stages > 0
+    assert reproduce.calibrate(exp, str(tmp_path / "data"), [], "tiny")["slotssm"][1] == 0  # no stages

@@ -80,6 +80,13 @@ class TrainConfig:
     # then fine-tuning); ignored when a run resumes from its own checkpoint.
     init_from: str = ""
     init_modules: tuple[str, ...] = ("encoder", "seq")
+    # A curriculum: stages trained one after another before this run, each in OUT/stages/stageN. A stage is the
+    # run's config with a few overrides, written as one string ("data.num_frames=1 train.steps=2500"); it starts
+    # from the previous stage's `stage_modules` (the first from `init_from`, if set), and the run itself starts
+    # from the last stage's. A stage keeps every setting it does not override (a time_limit_s holds per stage).
+    # slotssm.train.stages.
+    stages: tuple[str, ...] = ()
+    stage_modules: tuple[str, ...] = ("encoder", "seq", "head")
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self):
@@ -95,6 +102,27 @@ class TrainConfig:
             raise ValueError(f"train.time_limit_s must be >= 0 (0: no limit), got {self.time_limit_s}")
         if self.init_from and not self.init_modules:
             raise ValueError("train.init_modules must name at least one module when train.init_from is set")
+        if self.stages and not self.stage_modules:
+            raise ValueError("train.stage_modules must name at least one module when train.stages is set")
+        for i, stage in enumerate(self.stages):
+            items = stage.split()
+            if not items or any("=" not in item or item.startswith("=") for item in items):
+                raise ValueError(f"train.stages[{i}]: expected overrides 'key=value key=value ...', got {stage!r}")
+            for item in items:
+                if item.split("=", 1)[0].strip() in STAGE_FIXED:
+                    raise ValueError(f"train.stages[{i}]: {item.split('=', 1)[0]} is set by the stage chain, not "
+                                     f"by a stage; got {stage!r}")
+
+
+# Keys a curriculum stage may not set: the chain sets where each stage starts from, and a stage has no stages.
+STAGE_FIXED = frozenset({"train.stages", "train.stage_modules", "train.init_from", "train.init_modules", "task",
+                         "model_name", "preset"})
+
+
+def curriculum(key: str, stages: dict) -> tuple[str, ...]:
+    """{value of `key`: steps} -> `train.stages` strings, one stage per entry, in order:
+    curriculum("data.num_frames", {1: 2500, 2: 1500}) -> ("data.num_frames=1 train.steps=2500", ...)."""
+    return tuple(f"{key}={value} train.steps={steps}" for value, steps in stages.items())
 
 
 @dataclass(frozen=True)
@@ -125,7 +153,7 @@ RENAMED_KEYS = {"data.init_from": "train.init_from"}
 FIELD_DEFAULT = object()
 ADDED_KEYS: dict[str, Any] = {
     "train.init_from": FIELD_DEFAULT, "train.init_modules": FIELD_DEFAULT, "train.time_limit_s": FIELD_DEFAULT,
-    "train.health": FIELD_DEFAULT,
+    "train.health": FIELD_DEFAULT, "train.stages": FIELD_DEFAULT, "train.stage_modules": FIELD_DEFAULT,
     "data.source": FIELD_DEFAULT, "data.root": FIELD_DEFAULT, "data.resize": FIELD_DEFAULT,
     "data.subpatch": FIELD_DEFAULT, "data.decoder_patch": FIELD_DEFAULT,  # blinking: one token per step
     "data.ball_weight": FIELD_DEFAULT,  # blinking: plain cross-entropy

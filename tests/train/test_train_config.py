@@ -213,6 +213,9 @@ def test_config_files_written_before_an_option_existed_get_its_off_value():
     d = config_to_dict(blink)
     del d["data"]["max_frames"]
     assert config_from_dict(d, blink).data.max_frames == 0
+    assert blink.train.stages  # the small preset is a curriculum now; a run written before stages had none
+    del d["train"]["stages"], d["train"]["stage_modules"]
+    assert config_from_dict(d, blink).train.stages == ()
     snitch = get_task("snitch_localization").default_config("small", "slotssm")
     d = config_to_dict(snitch)
     del d["data"]["decoder_resolution"]

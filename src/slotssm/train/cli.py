@@ -133,6 +133,7 @@ def check_buildable(config, data_dir) -> None:
     from slotssm.ssm.kernels import resolve_impl
     from slotssm.tasks.registry import get_task
     from slotssm.train.distributed import resolve_device
+    from slotssm.train.stages import check_stages
 
     device = resolve_device(config.train.device)
     try:
@@ -144,6 +145,7 @@ def check_buildable(config, data_dir) -> None:
         detail = " ".join(str(err).split())[:200]
         raise ValueError(f"model: {config.model_name} does not build with this config ({detail}); "
                          f"check the --set model.* values") from None
+    check_stages(config, data_dir)  # every curriculum stage builds and its weights fit the next
     for module in model.modules():
         if isinstance(module, (Mamba, Mamba2)):
             try:

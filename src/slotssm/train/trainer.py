@@ -12,6 +12,7 @@ the middle of training restores the RNG states afterwards, so it never shifts th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import sys
@@ -53,6 +54,7 @@ from slotssm.train.metrics_log import MetricsLogger, read_metrics
 from slotssm.train.optim import build_optimizer
 from slotssm.train.sampler import DataPosition, ShardedBatchSampler
 from slotssm.train.schedule import build_scheduler
+from slotssm.train.stages import stage_configs, stage_dir, stage_overrides
 
 # After a divergence (NaN/Inf), a resume may also change these, and must change one: the same settings repeat it.
 AFTER_DIVERGENCE_KEYS = frozenset({"train.optim.lr", "train.optim.grad_clip", "train.optim.warmup_steps"})
@@ -104,26 +106,81 @@ def train(
     already holds a checkpoint is refused. Raises TrainingDivergedError on a NaN/Inf loss.
     """
     ctx = dist_utils.setup(config.train.device)
-    run, orderly = None, False  # orderly: every process stops at the same point and may leave the group together
+    orderly = False  # orderly: every process stops at the same point and may leave the group together
+    out_dir, data_dir, overrides = Path(out_dir), Path(data_dir), list(overrides)
     try:
-        run = _prepare(config, Path(out_dir), Path(data_dir), resume=resume, overrides=list(overrides), ctx=ctx)
-        _loop(run, progress=progress)
-        metrics = _finish(run)
+        start = None
+        if config.train.stages:
+            start = _train_stages(config, out_dir, data_dir, resume=resume, progress=progress, overrides=overrides,
+                                  ctx=ctx)
+        metrics = _train_one(config, out_dir, data_dir, resume=resume, progress=progress, overrides=overrides,
+                             ctx=ctx, start=start)
         orderly = True
         return metrics
     except TrainingDivergedError:
         orderly = True  # the loss is averaged over processes, so all of them stop at the same step
         raise
     finally:
+        dist_utils.cleanup(ctx, ok=orderly)
+
+
+def _train_one(config, out_dir, data_dir, *, resume, progress, overrides, ctx, start=None) -> dict:
+    """One run directory, from set-up to its final evaluation; `start` = (run directory, module names) it starts
+    from instead of `train.init_from` (a curriculum's previous stage)."""
+    run = None
+    try:
+        run = _prepare(config, out_dir, data_dir, resume=resume, overrides=overrides, ctx=ctx, start=start)
+        _loop(run, progress=progress)
+        return _finish(run)
+    finally:
         if run is not None and run.logger is not None:
             run.logger.close()
-        dist_utils.cleanup(ctx, ok=orderly)
+
+
+def _train_stages(config, out_dir, data_dir, *, resume, progress, overrides, ctx) -> tuple[Path, tuple[str, ...]]:
+    """Train the curriculum stages of `config` not finished yet (slotssm.train.stages); returns where the run
+    itself starts: (the last stage's directory, train.stage_modules)."""
+    configs = stage_configs(config)
+    dirs = [stage_dir(out_dir, i) for i in range(len(configs))]
+    if resume:
+        if not (out_dir / "config.json").is_file():
+            raise FileNotFoundError(f"cannot resume: no run in {out_dir}")
+        _check_resumable(load_run_config(out_dir), config, out_dir)
+    else:
+        held = [d for d in [out_dir, *dirs] if find_checkpoint(d) is not None]
+        if held:
+            raise ValueError(f"{out_dir} already holds a run ({held[0]}); pass --resume to continue it, or another "
+                             f"--out")
+        if ctx.is_main:  # the whole chain, for --resume
+            out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, out_dir / "config.json", overrides=overrides,
+                        extra={"data_dir": str(data_dir), "world_size": ctx.world_size})
+    start = None
+    for i, (cfg, d) in enumerate(zip(configs, dirs)):
+        dist_utils.barrier()  # the previous stage's files are written before anyone reads them
+        begun = (d / "config.json").is_file()
+        if begun and (d / "eval.json").is_file():
+            saved = load_run_config(d)
+            _check_resumable(saved, cfg, d)  # a finished stage is reused only with its own settings
+            if saved.train.steps == cfg.train.steps:
+                start = (d, config.train.stage_modules)
+                continue
+        if ctx.is_main:
+            _say(f"stage {i + 1} of {len(configs)} ({config.train.stages[i]}) in {d}")
+        _train_one(cfg, d, data_dir, resume=begun, progress=progress,
+                   overrides=[*overrides, *stage_overrides(config, i)], ctx=ctx, start=start)
+        start = (d, config.train.stage_modules)
+    dist_utils.barrier()
+    if ctx.is_main:
+        _say(f"stages done; the run itself in {out_dir}")
+    return start
 
 
 # ------------------------------------------------------------------------------------------------------ set up
 
 
-def _prepare(config: RunConfig, out_dir: Path, data_dir: Path, *, resume, overrides, ctx: DistContext) -> _Run:
+def _prepare(config: RunConfig, out_dir: Path, data_dir: Path, *, resume, overrides, ctx: DistContext,
+             start: tuple[Path, tuple[str, ...]] | None = None) -> _Run:
     dtype = amp_dtype(config.train.amp, ctx.device)
     ckpt = find_checkpoint(out_dir)
     if resume:
@@ -137,14 +194,20 @@ def _prepare(config: RunConfig, out_dir: Path, data_dir: Path, *, resume, overri
         raise ValueError(f"{out_dir} already holds a run ({ckpt.name}); pass --resume to continue it, or another --out")
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        extra = {"data_dir": str(data_dir), "world_size": ctx.world_size}
+        extra = {"data_dir": str(data_dir), "world_size": ctx.world_size,
+                 **({"started_from": {"run": str(start[0]), "modules": list(start[1])}} if start else {})}
         save_config(config, out_dir / "config.json", overrides=overrides, extra=extra)
 
     _seed_all(config.train.seed)  # the same initial weights on every process
     task = get_task(config.task)(config, data_dir)
     model = task.build_model()
-    if config.train.init_from and not (resume and ckpt is not None):  # a resumed run has its own weights
-        init_from_run(model, config, data_dir)
+    if not (resume and ckpt is not None):  # a resumed run has its own weights
+        if start is not None:  # a curriculum's previous stage
+            init_from_run(model, dataclasses.replace(
+                config, train=dataclasses.replace(config.train, init_from=str(start[0]), init_modules=start[1])),
+                data_dir)
+        elif config.train.init_from:
+            init_from_run(model, config, data_dir)
     model = model.to(ctx.device)
     dist_utils.broadcast_module(model)
     optimizer = build_optimizer(model, config.train.optim)
