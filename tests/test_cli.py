@@ -272,3 +272,38 @@ def test_reproduce_reads_a_curriculum_run_and_calibrates_its_stages(tmp_path):
     per_step, stages = reproduce.calibrate(exp, str(tmp_path / "data"), sets, "tiny")["slotssm"]
     assert per_step > 0 and stages > 0
     assert reproduce.calibrate(exp, str(tmp_path / "data"), [], "tiny")["slotssm"][1] == 0  # no stages
+
+
+def test_reproduce_refuses_a_record_whose_preset_changed_since(tmp_path):
+    """Two runs with the same preset name, overrides and steps, but a preset that changed in between (the
+    Blinking Color Balls preset became a curriculum): the record is refused, naming the key. A key added since,
+    with the value that keeps the old behaviour, is no change; a record without a config (made before records
+    had one) is compared on its settings alone."""
+    import argparse
+    import copy
+
+    from slotssm import reproduce
+
+    exp = reproduce.EXPERIMENTS["blinking_balls"]
+    args = argparse.Namespace(experiment="blinking_balls", preset="small", overrides=[], seeds=1,
+                              runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"), records_dir="")
+    root = tmp_path / "runs" / "blinking_balls"
+    _, settings = reproduce._run_settings(exp, args, root, "L=80", "slotssm", 0, False, 1500)
+    assert settings["config"]["train"]["stages"] and settings["config"]["train"]["ckpt_every"] == reproduce.CKPT_EVERY
+    record = reproduce._record_path(args, "L=80", "slotssm", 0, False)
+    record.parent.mkdir(parents=True)
+
+    def save(s):
+        record.write_text(json.dumps({"settings": s, "metrics": {}, "run_s": 1.0}))
+
+    before = copy.deepcopy(settings)
+    before["config"]["train"]["stages"] = []  # the preset of before: no curriculum
+    save(before)
+    with pytest.raises(ValueError, match=r"another config .*train.stages"):
+        reproduce._recorded(record, settings)
+    added = copy.deepcopy(settings)
+    del added["config"]["train"]["stage_modules"]  # written before the key existed: its default, the same run
+    save(added)
+    assert reproduce._recorded(record, settings)
+    save({k: v for k, v in before.items() if k != "config"})
+    assert reproduce._recorded(record, settings)

@@ -5,7 +5,8 @@ data (seeds vary the initialisation and the data order). The step count comes fr
 calibration times a few training steps of each model, then the steps are set so that all runs together fit the
 budget with `--jobs` runs in parallel (one thread each). Finished runs (an eval.json) are not run again, so an
 interrupted reproduction continues where it stopped; a run made with other settings (another step count, other
-overrides) is refused rather than reused: give another `--runs-dir`. The page `docs/results/EXPERIMENT.md` holds
+overrides, or the same preset name and overrides resolving to another config because a preset changed since) is
+refused rather than reused: give another `--runs-dir`. The page `docs/results/EXPERIMENT.md` holds
 mean +- std over seeds next to what the paper reports.
 
 A reproduction may take longer than one sitting, and a fresh machine has no run directories. So every finished
@@ -206,11 +207,40 @@ def _check_reuse(run: Path, settings: dict) -> None:
 
 
 def _refuse_other_settings(old: dict, new: dict, flag: str, path: Path, what: str) -> None:
-    """Raise ValueError naming `flag`, `path` and each setting that differs when `old` != `new`."""
+    """Raise ValueError naming `flag`, `path` and each setting that differs when `old` != `new`; their resolved
+    configs ("config", where both have one) are compared after migrating the old one (`_config_changes`)."""
+    old, new = dict(old), dict(new)
+    old_config, new_config = old.pop("config", None), new.pop("config", None)
     if old != new:
         diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
         raise ValueError(f"{flag}: {path} was made with other settings (was, now: {diff}); "
                          f"use another {flag} or remove that {what}")
+    changed = _config_changes(old_config, new_config) if old_config and new_config else {}
+    if changed:
+        raise ValueError(f"{flag}: {path} was made with another config (was, now: {changed}), though with the same "
+                         f"preset name and overrides: a preset or a default changed since; use another {flag} or "
+                         f"remove that {what}")
+
+
+def _config_changes(old: dict, new: dict) -> dict:
+    """{dotted key: (was, now)} between two resolved run configs (config_to_dict form). The old one is rebuilt on
+    today's defaults first, so a key added since with the value that keeps the old behaviour is no change."""
+    from slotssm.config import config_from_dict, config_to_dict
+    from slotssm.tasks import get_task
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    try:
+        template = get_task(new["task"]).default_config(new["preset"], new["model_name"])
+        old = config_to_dict(config_from_dict(old, template))
+    except (ValueError, KeyError) as err:
+        return {"config": (str(err)[:200], "a config of today's keys")}
+    a, b = flat(old), flat(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
 
 
 RUNS_DIR = "<runs-dir>"  # stands for --runs-dir in a run's settings: records made elsewhere still match
@@ -228,7 +258,22 @@ def _run_settings(exp, args, root, variant, model, seed, pre, steps) -> tuple[li
     here = str(root.parent)
     init = f"train.init_from={here}"
     shown = [RUNS_DIR.join(s.split(here, 1)) if s.startswith(init) else s for s in sets]
-    return sets, {"preset": args.preset, "sets": shown, "steps": final_steps}
+    return sets, {"preset": args.preset, "sets": shown, "steps": final_steps,
+                  "config": _resolved_config(exp, args.preset, model, sets, here)}
+
+
+def _resolved_config(exp, preset: str, model: str, sets: list[str], here: str) -> dict:
+    """The whole config a run trains with (config_to_dict form): what its preset and overrides make of it today,
+    so a record made before a preset changed is not taken for a run of the new one. The pre-training's path
+    under --runs-dir (`here`) is written with the placeholder, the checkpoint cadence as CKPT_EVERY."""
+    from slotssm.config import apply_overrides, config_to_dict
+    from slotssm.tasks import get_task
+
+    d = config_to_dict(apply_overrides(get_task(exp.task).default_config(preset, model), sets))
+    d["train"]["ckpt_every"] = CKPT_EVERY
+    if d["train"]["init_from"].startswith(here):
+        d["train"]["init_from"] = RUNS_DIR.join(d["train"]["init_from"].split(here, 1))
+    return d
 
 
 def run_states(exp, args, root, steps) -> list[tuple[tuple, str]]:
