@@ -103,7 +103,9 @@ def train(
 
     `data_dir` is where the task caches its datasets; `overrides` (the CLI's --set strings) are recorded in
     config.json. With `resume=True` the run continues from `out_dir`'s last checkpoint; without it, a directory that
-    already holds a checkpoint is refused. Raises TrainingDivergedError on a NaN/Inf loss.
+    already holds a checkpoint is refused. With `train.stages` the curriculum's stages train first, each in its
+    own directory under `out_dir` (slotssm.train.stages), and `resume` continues the chain wherever it stopped.
+    Raises TrainingDivergedError on a NaN/Inf loss.
     """
     ctx = dist_utils.setup(config.train.device)
     orderly = False  # orderly: every process stops at the same point and may leave the group together
