@@ -388,6 +388,14 @@ def config_to_dict(cfg) -> dict:
     return convert(cfg)
 
 
+def flatten_dict(d: dict, prefix: str = "") -> dict:
+    """{"train": {"optim": {"lr": 1e-3}}} -> {"train.optim.lr": 1e-3}: a nested config dict by dotted keys."""
+    out = {}
+    for k, v in d.items():
+        out.update(flatten_dict(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def _rebuild(template, d: dict, prefix: str):
     types_ = _field_types(template)
     if not isinstance(d, dict):

@@ -64,9 +64,8 @@ EXPERIMENTS = {
         # --steps sets the steps of the last stage, at the variant's length. Straight at L = 80 no model learned
         # the colour rule (0.23 against 0.235 for the most frequent colour, 750 steps).
         {"L=80": ("data.num_frames=5",),
-         "L=160": ("data.max_frames=10", "data.num_frames=10",
-                   "train.stages=[" + ",".join(f'"{s}"' for s in curriculum("data.num_frames", {1: 2500, 2: 1500, 3: 1000, 5: 1500}))
-                   + "]")},
+         "L=160": ("data.max_frames=10", "data.num_frames=10", "train.stages=[" + ",".join(
+             f'"{s}"' for s in curriculum("data.num_frames", {1: 2500, 2: 1500, 3: 1000, 5: 1500})) + "]")},
         higher_is_better=True,
     ),
     "object_centric": Experiment(
@@ -225,21 +224,15 @@ def _refuse_other_settings(old: dict, new: dict, flag: str, path: Path, what: st
 def _config_changes(old: dict, new: dict) -> dict:
     """{dotted key: (was, now)} between two resolved run configs (config_to_dict form). The old one is rebuilt on
     today's defaults first, so a key added since with the value that keeps the old behaviour is no change."""
-    from slotssm.config import config_from_dict, config_to_dict
+    from slotssm.config import config_from_dict, config_to_dict, flatten_dict
     from slotssm.tasks import get_task
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
 
     try:
         template = get_task(new["task"]).default_config(new["preset"], new["model_name"])
         old = config_to_dict(config_from_dict(old, template))
     except (ValueError, KeyError) as err:
         return {"config": (str(err)[:200], "a config of today's keys")}
-    a, b = flat(old), flat(new)
+    a, b = flatten_dict(old), flatten_dict(new)
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
 
 
@@ -463,7 +456,7 @@ def _begun(run: Path) -> bool:
 
 
 def _stopped_at(run: Path) -> str:
-    """Where a run stopped mid-way stands: "step N", or "stage I of N, step S" inside a curriculum."""
+    """Where a run stopped mid-way stands: "step N", or "stage I, step S" inside a curriculum."""
     ckpt = run / "ckpt-latest" / "checkpoint.json"
     if ckpt.exists():
         return f"step {json.loads(ckpt.read_text()).get('step', '?')}"

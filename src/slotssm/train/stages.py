@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from slotssm.config import RunConfig, apply_overrides, curriculum  # noqa: F401  (curriculum: re-exported)
+from slotssm.config import RunConfig, apply_overrides
 
 
 def stage_dir(out_dir, index: int) -> Path:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from slotssm.config import RunConfig, config_to_dict, read_config_file, save_config
+from slotssm.config import RunConfig, config_to_dict, flatten_dict, read_config_file, save_config
 from slotssm.data.dataset import to_device
 from slotssm.tasks.base import Task
 from slotssm.tasks.registry import get_task
@@ -247,13 +247,6 @@ def _datasets(task: Task, ctx: DistContext) -> tuple[Dataset, Dataset]:
     return sets
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def _say(message: str) -> None:
     print(f"slotssm train: {message}", file=sys.stderr)
 
@@ -261,7 +254,7 @@ def _say(message: str) -> None:
 def _check_resumable(saved: RunConfig, new: RunConfig, out_dir: Path, diverged: dict | None = None,
                      say: bool = False) -> None:
     """Only RESUMABLE_KEYS may change; after a divergence also AFTER_DIVERGENCE_KEYS, and one of them must."""
-    a, b = _flatten(config_to_dict(saved)), _flatten(config_to_dict(new))
+    a, b = flatten_dict(config_to_dict(saved)), flatten_dict(config_to_dict(new))
     allowed = RESUMABLE_KEYS | (AFTER_DIVERGENCE_KEYS if diverged else frozenset())
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in allowed)
     if diverged:
