@@ -165,6 +165,7 @@ ADDED_KEYS: dict[str, Any] = {
     "data.snitch_size": FIELD_DEFAULT, "data.cone_size": FIELD_DEFAULT,  # the snitch generator's defaults
     "data.decoder_resolution": lambda d: d["data"]["image_size"],  # snitch pre-training decoded at full size
     "data.snitch_weight": FIELD_DEFAULT,  # snitch pre-training: plain MSE
+    "data.hard_pixels": FIELD_DEFAULT,  # snitch pre-training, object-centric: plain MSE
     "model.dt_range": FIELD_DEFAULT,  # SSM starting step sizes: mamba_ssm's (0.001, 0.1) before it was an option
     # inverted attention had one head per attention head of the model before it got its own count
     "model.inverted_heads": lambda d: d["model"]["num_heads"], "model.cross_heads": lambda d: d["model"]["num_heads"],

@@ -151,6 +151,26 @@ def test_snitch_weight_counts_the_gold_pixels_error_that_many_times(data_dir):
         make("snitch_localization", data_dir, snitch_weight=5.0)
 
 
+def test_hard_pixels_reach_the_task_losses(data_dir):
+    """data.hard_pixels adds the worst pixels' term to both reconstruction tasks' losses (vision.reconstruction_loss
+    is tested against a slow reference); the classifier has no reconstruction to weight."""
+    for name, extra in (("snitch_localization", dict(objective="reconstruct")), ("object_centric", {})):
+        plain, hard = make(name, data_dir, **extra), make(name, data_dir, hard_pixels=0.1, **extra)
+        torch.manual_seed(0)
+        model = plain.build_model()
+        batch = plain.collate([plain.datasets()[0][i] for i in range(2)])
+        with torch.no_grad():
+            torch.manual_seed(1)
+            base, _ = plain.loss(model, batch)
+            torch.manual_seed(1)  # the same sampled frames
+            worst, _ = hard.loss(model, batch)
+        assert worst.item() >= 2 * base.item() > 0  # the worst pixels' mean is at least the mean
+        with pytest.raises(ValueError, match="hard_pixels"):
+            make(name, data_dir, hard_pixels=1.0, **extra)
+    with pytest.raises(ValueError, match="hard_pixels.*objective"):
+        make("snitch_localization", data_dir, hard_pixels=0.1)
+
+
 def test_unknown_preset_and_model():
     cls = get_task("video_prediction")
     with pytest.raises(ValueError, match="preset"):

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from slotssm.vision import SpatialBroadcastDecoder, TransformerDecoder
 
@@ -86,3 +87,41 @@ def test_decoder_bad_inputs():
         SpatialBroadcastDecoder(10, 16, initial_size=4, resolution=8, out_stride=4)
     with pytest.raises(ValueError, match="slots"):
         TransformerDecoder(6, 12, 16, 2, d_slot=10)(torch.randn(2, 4, 16))
+
+
+def test_reconstruction_loss_adds_each_frames_worst_pixels_against_a_slow_reference():
+    """hard_pixels 0 is the plain (or weighted) MSE; q > 0 adds the mean error of each frame's round(q * H * W)
+    worst pixels, found here by sorting every frame's pixel errors one by one."""
+    from slotssm.vision import reconstruction_loss
+
+    g = torch.Generator().manual_seed(0)
+    recon, target = torch.rand(2, 3, 3, 4, 5, generator=g), torch.rand(2, 3, 3, 4, 5, generator=g)
+    assert torch.allclose(reconstruction_loss(recon, target), F.mse_loss(recon, target))
+    for q in (0.01, 0.1, 0.5):
+        k = max(1, round(q * 20))
+        worst = []
+        for b in range(2):
+            for t in range(3):
+                errs = sorted((((recon[b, t, :, y, x] - target[b, t, :, y, x]) ** 2).mean().item()
+                               for y in range(4) for x in range(5)), reverse=True)
+                worst.append(sum(errs[:k]) / k)
+        want = F.mse_loss(recon, target).item() + sum(worst) / len(worst)
+        assert reconstruction_loss(recon, target, hard_pixels=q).item() == pytest.approx(want, rel=1e-5)
+    weight = 1.0 + 4.0 * (torch.rand(2, 3, 1, 4, 5, generator=g) > 0.8)
+    err = (recon - target) ** 2
+    weighted = (weight * err).sum() / (weight.sum() * 3)
+    assert torch.allclose(reconstruction_loss(recon, target, weight=weight), weighted)
+
+    # the gradient reaches the worst pixels of each frame twice (plain + hard term) and the others once
+    x = recon.clone().requires_grad_(True)
+    reconstruction_loss(x, target, hard_pixels=0.05).backward()  # k = 1 pixel per frame
+    plain = 2 * (recon - target) / recon.numel()
+    extra = (x.grad - plain).abs().sum(2).flatten(2)  # (B, T, H*W)
+    per_pixel = err.mean(2).flatten(2)
+    assert torch.equal(extra.argmax(-1), per_pixel.argmax(-1))
+    assert ((extra > 1e-9).sum(-1) == 1).all()
+
+    with pytest.raises(ValueError, match="hard_pixels"):
+        reconstruction_loss(recon, target, hard_pixels=1.0)
+    with pytest.raises(ValueError, match="recon, target"):
+        reconstruction_loss(recon, target[:, :2])

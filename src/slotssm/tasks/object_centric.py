@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from slotssm import metrics
 from slotssm.data.sources import SplitRequest, check_source, note_skipped, source_splits
@@ -28,7 +27,7 @@ from slotssm.tasks.model import CNNTokens, to_float_frames
 from slotssm.tasks.presets import Preset, PresetTask
 from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
-from slotssm.vision import SpatialBroadcastDecoder
+from slotssm.vision import SpatialBroadcastDecoder, reconstruction_loss
 
 # The probes are fitted on 80% of the matched validation objects and scored on the rest. With 48 validation videos
 # (134 objects, 27 scored) the shape and colour probes of a model with clean masks read 0.22 (the most frequent
@@ -54,12 +53,15 @@ class ObjectCentricConfig:
     decoder_out_stride: int = 1  # 2: the decoder's output layer upsamples 2x (masks at 2 x decoder_resolution)
     decoder_norm: bool = False  # GroupNorm in the spatial broadcast decoder's hidden layers (official SlotSSMs)
     even_masks: bool = False  # the decoder's alpha logits start at 0: every slot an equal share of every pixel
+    hard_pixels: float = 0.0  # add each frame's worst pixels' mean error to the MSE (vision.reconstruction_loss)
     source: str = "generated"  # or a reader (movi, folder) of real data at `root` (slotssm.data.sources, docs/data.md)
     root: str = ""  # the dataset's path when source is a reader
     resize: str = "crop"  # real frames to image_size: "crop" (central square) or "stretch" (whole frame)
 
     def __post_init__(self):
         check_source("object_centric", self.source, self.resize)
+        if not 0.0 <= self.hard_pixels < 1.0:
+            raise ValueError(f"hard_pixels: expected a fraction of the pixels in [0, 1), got {self.hard_pixels}")
         if not 1 <= self.min_objects <= self.max_objects:
             raise ValueError(f"min_objects/max_objects: expected 1 <= min <= max, got {self.min_objects}, {self.max_objects}")
 
@@ -137,7 +139,7 @@ class ObjectCentric(CNNTokens, PresetTask):
 
     def loss(self, model, batch):
         recon, _, frames = self.forward(model, batch["video"])
-        return F.mse_loss(recon, frames), {}
+        return reconstruction_loss(recon, frames, hard_pixels=self.config.data.hard_pixels), {}
 
     @torch.no_grad()
     def evaluate(self, model, dataset, *, batch_size, device):

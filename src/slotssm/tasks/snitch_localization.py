@@ -33,7 +33,7 @@ from slotssm.tasks.model import CNNTokens, to_float_frames
 from slotssm.tasks.presets import Preset, PresetTask
 from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
-from slotssm.vision import SpatialBroadcastDecoder
+from slotssm.vision import SpatialBroadcastDecoder, reconstruction_loss
 
 GRID = 6
 
@@ -62,6 +62,10 @@ class SnitchConfig:
     # this many times. It uses the snitch's colour, which no model is given (as the gold tracker does), to ask
     # whether a pre-training that draws the snitch helps the fine-tuning. Evaluation's recon_mse stays unweighted.
     snitch_weight: float = 1.0
+    # Pre-training: the mean error of each frame's `hard_pixels` fraction of worst pixels is added to the MSE
+    # (vision.reconstruction_loss; 0: plain MSE). Label-free, unlike snitch_weight: it asks the decoder to draw what
+    # it misses most, which for a 1.7-pixel snitch is the snitch.
+    hard_pixels: float = 0.0
     source: str = "generated"  # or a reader (cater) of real data, read from `root` (slotssm.data.sources, docs/data.md)
     root: str = ""  # the dataset's path when source is a reader
     resize: str = "crop"  # real frames to image_size: "crop" (central square) or "stretch" (whole frame)
@@ -75,6 +79,11 @@ class SnitchConfig:
                              f"got {self.snitch_weight}")
         if self.snitch_weight != 1.0 and self.objective != "reconstruct":
             raise ValueError("snitch_weight: weights the reconstruction loss, so it needs objective='reconstruct', "
+                             f"got objective={self.objective!r}")
+        if not 0.0 <= self.hard_pixels < 1.0:
+            raise ValueError(f"hard_pixels: expected a fraction of the pixels in [0, 1), got {self.hard_pixels}")
+        if self.hard_pixels and self.objective != "reconstruct":
+            raise ValueError("hard_pixels: weights the reconstruction loss, so it needs objective='reconstruct', "
                              f"got objective={self.objective!r}")
         if not 1 <= self.segments <= self.num_frames:
             raise ValueError(f"segments: expected 1 <= segments <= num_frames={self.num_frames}, got {self.segments}")
@@ -194,13 +203,13 @@ class SnitchLocalization(CNNTokens, PresetTask):
     def loss(self, model, batch):
         frames = self.sample_frames(batch["video"], train=True)
         if self.config.data.objective == "reconstruct":
+            d = self.config.data
             recon, _, _ = model.head(model.seq(model.encoder(frames)).slots)
-            if self.config.data.snitch_weight == 1.0:
-                return F.mse_loss(recon, frames), {}
-            gold = gold_pixels(frames.movedim(2, -1) * 255.0)  # (B, T, H, W)
-            weight = 1.0 + (self.config.data.snitch_weight - 1.0) * gold.unsqueeze(2)  # (B, T, 1, H, W)
-            err = (recon - frames) ** 2
-            return (weight * err).sum() / (weight.sum() * err.shape[2]), {}
+            weight = None
+            if d.snitch_weight != 1.0:
+                gold = gold_pixels(frames.movedim(2, -1) * 255.0)  # (B, T, H, W)
+                weight = 1.0 + (d.snitch_weight - 1.0) * gold.unsqueeze(2)  # (B, T, 1, H, W)
+            return reconstruction_loss(recon, frames, hard_pixels=d.hard_pixels, weight=weight), {}
         logits = self.logits(model, frames)
         label = batch["label"].long()
         loss = F.cross_entropy(logits, label)

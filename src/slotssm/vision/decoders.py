@@ -20,13 +20,42 @@ from ..layers import TransformerLayer
 from ..params import no_decay
 from .encoders import SoftPositionEmbedding, sincos_2d
 
-__all__ = ["TransformerDecoder", "SpatialBroadcastDecoder"]
+__all__ = ["TransformerDecoder", "SpatialBroadcastDecoder", "reconstruction_loss"]
 
 
 def _check_slots(slots: Tensor, d_slot: int) -> tuple[Tensor, tuple[int, ...]]:
     if slots.dim() < 3 or slots.shape[-1] != d_slot:
         raise ValueError(f"slots: expected shape (B*, K, {d_slot}), got {tuple(slots.shape)}")
     return slots.reshape(-1, *slots.shape[-2:]), tuple(slots.shape[:-2])  # (B', K, Ds), B*
+
+def reconstruction_loss(recon: Tensor, target: Tensor, *, hard_pixels: float = 0.0,
+                        weight: Tensor | None = None) -> Tensor:
+    """Pixel MSE of frames (B*, C, H, W), plus, when `hard_pixels` = q > 0, the mean squared error of each frame's
+    q * H * W worst pixels (at least one; a pixel's error is its mean over channels).
+
+    A plain MSE lets an object of a few pixels go undrawn: it is under 1 % of the loss (the snitch of
+    snitch_localization, 1.7 of 1024 pixels, is drawn worse than painting it over with its neighbours). The worst
+    pixels of a frame are where such objects are missed, so the added term counts them as much as the rest of the
+    frame together, knowing nothing of what is in it (online hard pixel mining). `weight` (B*, 1, H, W), when
+    given, weights the plain term per pixel, normalised by its sum; the hard term is unweighted.
+    """
+    if recon.shape != target.shape or recon.dim() < 3:
+        raise ValueError(f"recon, target: expected equal shapes (B*, C, H, W), got {tuple(recon.shape)} and "
+                         f"{tuple(target.shape)}")
+    if not 0.0 <= hard_pixels < 1.0:
+        raise ValueError(f"hard_pixels: expected a fraction of the pixels in [0, 1), got {hard_pixels}")
+    err = (recon - target) ** 2  # (B*, C, H, W)
+    if weight is None:
+        loss = err.mean()
+    else:
+        weight = weight.expand_as(err)
+        loss = (weight * err).sum() / weight.sum()
+    if hard_pixels > 0.0:
+        per_pixel = err.mean(-3).flatten(-2)  # (B*, H*W)
+        k = max(1, round(hard_pixels * per_pixel.shape[-1]))
+        loss = loss + per_pixel.topk(k, dim=-1).values.mean()
+    return loss
+
 
 
 class TransformerDecoder(nn.Module):
