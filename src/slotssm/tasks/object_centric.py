@@ -27,7 +27,7 @@ from slotssm.tasks.model import CNNTokens, to_float_frames
 from slotssm.tasks.presets import Preset, PresetTask
 from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
-from slotssm.vision import SpatialBroadcastDecoder, reconstruction_loss
+from slotssm.vision import SpatialBroadcastDecoder, check_hard_pixels, reconstruction_loss
 
 # The probes are fitted on 80% of the matched validation objects and scored on the rest. With 48 validation videos
 # (134 objects, 27 scored) the shape and colour probes of a model with clean masks read 0.22 (the most frequent
@@ -60,8 +60,7 @@ class ObjectCentricConfig:
 
     def __post_init__(self):
         check_source("object_centric", self.source, self.resize)
-        if not 0.0 <= self.hard_pixels < 1.0:
-            raise ValueError(f"hard_pixels: expected a fraction of the pixels in [0, 1), got {self.hard_pixels}")
+        check_hard_pixels(self.hard_pixels)
         if not 1 <= self.min_objects <= self.max_objects:
             raise ValueError(f"min_objects/max_objects: expected 1 <= min <= max, got {self.min_objects}, {self.max_objects}")
 

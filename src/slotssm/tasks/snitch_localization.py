@@ -33,7 +33,7 @@ from slotssm.tasks.model import CNNTokens, to_float_frames
 from slotssm.tasks.presets import Preset, PresetTask
 from slotssm.tasks.base import ProbeOutput
 from slotssm.tasks.registry import register_task
-from slotssm.vision import SpatialBroadcastDecoder, reconstruction_loss
+from slotssm.vision import SpatialBroadcastDecoder, check_hard_pixels, reconstruction_loss
 
 GRID = 6
 
@@ -63,8 +63,8 @@ class SnitchConfig:
     # whether a pre-training that draws the snitch helps the fine-tuning. Evaluation's recon_mse stays unweighted.
     snitch_weight: float = 1.0
     # Pre-training: the mean error of each frame's `hard_pixels` fraction of worst pixels is added to the MSE
-    # (vision.reconstruction_loss; 0: plain MSE). Label-free, unlike snitch_weight: it asks the decoder to draw what
-    # it misses most, which for a 1.7-pixel snitch is the snitch.
+    # (vision.reconstruction_loss; 0: plain MSE). Label-free, unlike snitch_weight. Measured: it does not draw the
+    # snitch, but the slots become image regions and the fine-tuning finds the snitch (docs/results/README.md).
     hard_pixels: float = 0.0
     source: str = "generated"  # or a reader (cater) of real data, read from `root` (slotssm.data.sources, docs/data.md)
     root: str = ""  # the dataset's path when source is a reader
@@ -80,8 +80,7 @@ class SnitchConfig:
         if self.snitch_weight != 1.0 and self.objective != "reconstruct":
             raise ValueError("snitch_weight: weights the reconstruction loss, so it needs objective='reconstruct', "
                              f"got objective={self.objective!r}")
-        if not 0.0 <= self.hard_pixels < 1.0:
-            raise ValueError(f"hard_pixels: expected a fraction of the pixels in [0, 1), got {self.hard_pixels}")
+        check_hard_pixels(self.hard_pixels)
         if self.hard_pixels and self.objective != "reconstruct":
             raise ValueError("hard_pixels: weights the reconstruction loss, so it needs objective='reconstruct', "
                              f"got objective={self.objective!r}")

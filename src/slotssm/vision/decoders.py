@@ -20,13 +20,20 @@ from ..layers import TransformerLayer
 from ..params import no_decay
 from .encoders import SoftPositionEmbedding, sincos_2d
 
-__all__ = ["TransformerDecoder", "SpatialBroadcastDecoder", "reconstruction_loss"]
+__all__ = ["TransformerDecoder", "SpatialBroadcastDecoder", "check_hard_pixels", "reconstruction_loss"]
 
 
 def _check_slots(slots: Tensor, d_slot: int) -> tuple[Tensor, tuple[int, ...]]:
     if slots.dim() < 3 or slots.shape[-1] != d_slot:
         raise ValueError(f"slots: expected shape (B*, K, {d_slot}), got {tuple(slots.shape)}")
     return slots.reshape(-1, *slots.shape[-2:]), tuple(slots.shape[:-2])  # (B', K, Ds), B*
+
+
+def check_hard_pixels(hard_pixels: float) -> None:
+    """Raise ValueError unless `hard_pixels` (reconstruction_loss; the tasks' data.hard_pixels) is in [0, 1)."""
+    if not 0.0 <= hard_pixels < 1.0:
+        raise ValueError(f"hard_pixels: expected a fraction of the pixels in [0, 1), got {hard_pixels}")
+
 
 def reconstruction_loss(recon: Tensor, target: Tensor, *, hard_pixels: float = 0.0,
                         weight: Tensor | None = None) -> Tensor:
@@ -44,8 +51,7 @@ def reconstruction_loss(recon: Tensor, target: Tensor, *, hard_pixels: float = 0
     if recon.shape != target.shape or recon.dim() < 3:
         raise ValueError(f"recon, target: expected equal shapes (B*, C, H, W), got {tuple(recon.shape)} and "
                          f"{tuple(target.shape)}")
-    if not 0.0 <= hard_pixels < 1.0:
-        raise ValueError(f"hard_pixels: expected a fraction of the pixels in [0, 1), got {hard_pixels}")
+    check_hard_pixels(hard_pixels)
     err = (recon - target) ** 2  # (B*, C, H, W)
     if weight is None:
         loss = err.mean()
@@ -57,7 +63,6 @@ def reconstruction_loss(recon: Tensor, target: Tensor, *, hard_pixels: float = 0
         k = max(1, round(hard_pixels * per_pixel.shape[-1]))
         loss = loss + per_pixel.topk(k, dim=-1).values.mean()
     return loss
-
 
 
 class TransformerDecoder(nn.Module):
