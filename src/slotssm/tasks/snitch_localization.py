@@ -77,13 +77,11 @@ class SnitchConfig:
         if not self.snitch_weight >= 1.0:
             raise ValueError(f"snitch_weight: expected a weight >= 1 (1: plain reconstruction), "
                              f"got {self.snitch_weight}")
-        if self.snitch_weight != 1.0 and self.objective != "reconstruct":
-            raise ValueError("snitch_weight: weights the reconstruction loss, so it needs objective='reconstruct', "
-                             f"got objective={self.objective!r}")
         check_hard_pixels(self.hard_pixels)
-        if self.hard_pixels and self.objective != "reconstruct":
-            raise ValueError("hard_pixels: weights the reconstruction loss, so it needs objective='reconstruct', "
-                             f"got objective={self.objective!r}")
+        for key, on in (("snitch_weight", self.snitch_weight != 1.0), ("hard_pixels", self.hard_pixels != 0.0)):
+            if on and self.objective != "reconstruct":
+                raise ValueError(f"{key}: weights the reconstruction loss, so it needs objective='reconstruct', "
+                                 f"got objective={self.objective!r}")
         if not 1 <= self.segments <= self.num_frames:
             raise ValueError(f"segments: expected 1 <= segments <= num_frames={self.num_frames}, got {self.segments}")
 
