@@ -7,7 +7,7 @@ side r, the FG-ARI, ARI and mIoU of the best such answer we know: the one-hot gr
 its log bilinearly upsampled to the image (as the decoder upsamples its logits), then the argmax per pixel. It also
 prints the objects' share of the pixels. On the held-out split of the task's preset:
 
-    python benchmarks/mask_resolution.py [--preset small] [--sides 8 16 32] [--data-dir DIR]
+    python benchmarks/mask_resolution.py [--preset small] [--sides 8 16 32] [--data-dir DIR] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -39,16 +39,19 @@ def main(argv=None) -> None:
     p.add_argument("--preset", default="small")
     p.add_argument("--sides", type=int, nargs="+", default=[8, 16, 32])
     p.add_argument("--data-dir", default="data")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config overrides of the preset, as `slotssm train --set` (say data.object_sizes=[0.1,0.15])")
     args = p.parse_args(argv)
     from slotssm.tasks import get_task
+    from slotssm.train.config import apply_overrides
 
     cls = get_task("object_centric")
-    task = cls(cls.default_config(args.preset, "oc_slotssm"), args.data_dir)
+    task = cls(apply_overrides(cls.default_config(args.preset, "oc_slotssm"), args.overrides), args.data_dir)
     val = task.datasets()[1]
     seg = torch.from_numpy(np.stack([np.asarray(val[i]["segmentations"]) for i in range(len(val))]))
     seg = seg.squeeze(-1) if seg.dim() == 5 else seg  # (B, T, H, W)
     size = seg.shape[-1]
-    print(f"object_centric/{args.preset}: {len(val)} held-out videos of {seg.shape[1]} frames at {size}x{size}, "
+    print(f"object_centric/{args.preset} {' '.join(args.overrides)}: {len(val)} held-out videos of {seg.shape[1]} frames at {size}x{size}, "
           f"objects cover {(seg > 0).float().mean().item():.3f} of the pixels")
     for side in args.sides:
         if side > size or size % side:

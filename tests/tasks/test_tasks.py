@@ -361,6 +361,19 @@ def test_object_centric_probes_need_enough_objects(data_dir):
     assert np.isfinite(out["probe_position_r2"])
 
 
+def test_object_centric_object_sizes_reach_the_generator(data_dir):
+    """data.object_sizes sets the generated objects' sizes: larger fractions, more object pixels; bad values name it."""
+    def foreground(**sizes):
+        _, val = make("object_centric", data_dir, **sizes).datasets()
+        return float(np.mean([(np.asarray(val[i]["segmentations"]) > 0).mean() for i in range(len(val))]))
+
+    small, large = foreground(), foreground(object_sizes=(0.2,))
+    assert large > 2 * small > 0
+    for bad in ((), (0.0,), (0.5,)):
+        with pytest.raises(ValueError, match="object_sizes"):
+            make("object_centric", data_dir, object_sizes=bad)
+
+
 def test_blinking_ball_weight_weighs_the_ball_pixels(data_dir):
     import torch
     import torch.nn.functional as F

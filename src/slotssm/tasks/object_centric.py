@@ -42,6 +42,8 @@ class ObjectCentricConfig:
     num_frames: int = 24
     min_objects: int = 3
     max_objects: int = 10
+    # the generator's object sizes (fractions of image_size, each object draws one; shapes_video.DEFAULTS["sizes"])
+    object_sizes: tuple[float, ...] = (0.07, 0.10, 0.13)
     variant: str = "a"  # "a" plain backgrounds, "b" coloured/textured backgrounds and more shapes
     num_train: int = 1000
     num_val: int = 100
@@ -63,6 +65,9 @@ class ObjectCentricConfig:
         check_hard_pixels(self.hard_pixels)
         if not 1 <= self.min_objects <= self.max_objects:
             raise ValueError(f"min_objects/max_objects: expected 1 <= min <= max, got {self.min_objects}, {self.max_objects}")
+        if not self.object_sizes or not all(0 < s < 0.4 for s in self.object_sizes):
+            raise ValueError(f"object_sizes: expected one or more fractions in (0, 0.4) of image_size, "
+                             f"got {self.object_sizes}")
 
 
 PRESETS = {
@@ -120,7 +125,7 @@ class ObjectCentric(CNNTokens, PresetTask):
                                  SplitRequest(("video",), d.num_frames, "data.num_frames", d.image_size),
                                  SplitRequest(keys, d.num_frames, "data.num_frames", d.image_size))
         params = dict(num_frames=d.num_frames, image_size=d.image_size, num_objects=(d.min_objects, d.max_objects),
-                      variant=d.variant)
+                      variant=d.variant, sizes=tuple(d.object_sizes))
         train = generated_split(self.data_dir, "shapes_video", params, d.num_train, d.seed, keys=["video"])
         keys = ["video", "segmentations", "shape", "color_id", "positions", "visibility"]
         val = generated_split(self.data_dir, "shapes_video", params, d.num_val, d.seed + VAL_SEED_OFFSET, keys=keys)
