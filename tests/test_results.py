@@ -40,11 +40,14 @@ def test_page_names_each_variants_overrides_and_its_pretraining(tmp_path):
     from slotssm.results import write_results
 
     exp = Experiment("snitch_localization", ("a",), ("top1",), variants={"plain": (), "pre": ("x=1",)},
-                     pretrain={"pre": ("data.objective=reconstruct",)}, higher_is_better=True)
+                     pretrain={"pre": ("data.objective=reconstruct", "data.r=32", "data.q=1", "data.r=16")},
+                     higher_is_better=True)
     results = {(v, "a", s, p): {"top1": 0.1 * (s + 1)} for v in ("plain", "pre") for s in (0, 1) for p in (False,)}
     results[("pre", "a", 0, True)] = {"recon_mse": 0.01}
     page = write_results("snitch_localization", exp, results, 5, 60.0, tmp_path).read_text()
-    assert "## pre\n\nOverrides: `x=1`. Each run first pre-trains a model with `data.objective=reconstruct`" in page
+    # a key given twice is named once, with the value that acts (the last)
+    assert ("## pre\n\nOverrides: `x=1`. Each run first pre-trains a model with `data.objective=reconstruct "
+            "data.r=16 data.q=1`, then") in page
     assert "## plain\n\n| model |" in page and "| a | 0.1500 +- 0.0500 |" in page
     marked = Experiment("snitch_localization", ("a",), ("top1",), higher_is_better=True, upper_references=("tracker",))
     refs = {"": {"prior": {"top1": 0.05}, "tracker": {"top1": 0.8}}}
