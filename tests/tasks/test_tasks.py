@@ -361,6 +361,23 @@ def test_object_centric_probes_need_enough_objects(data_dir):
     assert np.isfinite(out["probe_position_r2"])
 
 
+def test_video_prediction_evaluates_on_videos_shorter_than_the_rollout(data_dir):
+    """`slotssm eval --split train`: training videos have train_frames < context + rollout; the rollout runs over
+    the frames past the context; with none past it the error names the context."""
+    import torch
+
+    task = make("video_prediction", data_dir, train_frames=5)  # context 3, rollout 3: 2 steps past the context
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    train, val = task.datasets()
+    short = task.evaluate(model, train, batch_size=4, device="cpu")
+    assert "mse_step_2" in short and "mse_step_3" not in short
+    assert "mse_step_3" in task.evaluate(model, val, batch_size=4, device="cpu")
+    none_past = make("video_prediction", data_dir, train_frames=3)
+    with pytest.raises(ValueError, match="data.context"):
+        none_past.evaluate(model, none_past.datasets()[0], batch_size=4, device="cpu")
+
+
 def test_object_centric_object_sizes_reach_the_generator(data_dir):
     """data.object_sizes sets the generated objects' sizes: larger fractions, more object pixels; bad values name it."""
     def foreground(**sizes):

@@ -193,12 +193,19 @@ class VideoPrediction(PresetTask):
         return torch.cat(preds, 1), torch.cat(attns, 1)
 
     def evaluate(self, model, dataset, *, batch_size, device):
+        """Rollout MSE per step over `data.rollout` steps after `data.context` frames; on videos shorter than
+        context + rollout (the training split has `train_frames`), over the frames they have past the context."""
         d = self.config.data
-        sq_err, count = torch.zeros(d.rollout, dtype=torch.float64), 0
+        frames_each = len(dataset[0]["frames"])
+        steps = min(d.rollout, frames_each - d.context)
+        if steps < 1:
+            raise ValueError(f"dataset: its videos have {frames_each} frames, none past data.context={d.context} "
+                             "to roll out")
+        sq_err, count = torch.zeros(steps, dtype=torch.float64), 0
         for batch in batch_iter(dataset, batch_size, self.collate):
             frames = to_float_frames(to_device(batch, device)["frames"])
-            preds, _ = self.rollout(model, frames, d.context, d.rollout)
-            target = frames[:, d.context : d.context + d.rollout]
+            preds, _ = self.rollout(model, frames, d.context, steps)
+            target = frames[:, d.context : d.context + steps]
             sq_err += ((preds - target) ** 2).mean(dim=(2, 3, 4)).sum(0).double().cpu()
             count += frames.shape[0]
         return rollout_metrics((sq_err / count).numpy())
