@@ -129,3 +129,24 @@ def test_object_slots_and_mask_resolution_scripts(tmp_path, capsys):
     mod.main(["--preset", "tiny", "--sides", "8", "16", "--data-dir", str(tmp_path / "data")])
     out = capsys.readouterr().out
     assert "through a 8x8 map" in out and "through a 16x16 map: FG-ARI 1.000" in out
+    cover = float(out.split("objects cover ")[1].split()[0])
+    mod.main(["--preset", "tiny", "--sides", "16", "--data-dir", str(tmp_path / "data"),
+              "--set", "data.object_sizes=[0.3]"])  # larger objects than the preset's: more of the pixels
+    out = capsys.readouterr().out
+    assert "data.object_sizes=[0.3]" in out and float(out.split("objects cover ")[1].split()[0]) > cover
+
+
+def test_rollout_events_finds_contacts_and_runs_on_a_tiny_run(tmp_path, capsys):
+    mod = _load("rollout_events")
+    # two balls of radius 2 in a 20-pixel frame: apart at frame 0, touching at frame 1; one at the wall at frame 2
+    pos = np.array([[[[5.0, 10.0], [15.0, 10.0]], [[8.0, 10.0], [12.0, 10.0]], [[1.5, 10.0], [15.0, 10.0]]]])
+    pair, wall = mod.contacts(pos, np.array([[2.0, 2.0]]), 20, margin=0.1)
+    np.testing.assert_array_equal(pair, [[False, True, False]])
+    np.testing.assert_array_equal(wall, [[False, False, True]])
+    run = _tiny_run(tmp_path, "video_prediction", "slotssm")
+    capsys.readouterr()
+    mod.main([str(run), "--data-dir", str(tmp_path / "data"), "--videos", "8"])
+    out = capsys.readouterr().out
+    assert "8 held-out videos" in out and "| all | 8 |" in out and "predicted brightness" in out
+    with pytest.raises(SystemExit, match="--videos"):
+        mod.main([str(run), "--videos", "0"])
