@@ -83,9 +83,9 @@ PRESETS = {
     # training videos, 3741 steps: 0.69x. The 32 held-out videos used before read 0.78x / 0.77x / 0.76x for batch
     # 8, its 1-layer decoder and the 8000 videos, in another order, so the held-out split has 256. Earlier, on the
     # 32 (batch 16, 3787 steps: 0.73x): four feedback passes 0.762x at 2074 steps, training on 30 frames (feedback
-    # over all 20 rollout steps) 0.845x at 1904 steps; 3 balls on 512 videos 1.18x. The error left is the dynamics' precision: with batch 8,
-    # 0.91x on the videos with a ball-ball contact in the rollout, 0.58x on those with wall bounces only, with
-    # sharp balls (their brightness kept) in the wrong place.
+    # over all 20 rollout steps) 0.845x at 1904 steps; 3 balls on 512 videos 1.18x. The error left is the
+    # dynamics' precision: with batch 8, 0.91x on the videos with a ball-ball contact in the rollout, 0.58x on
+    # those with wall bounces only, with sharp balls (their brightness kept) in the wrong place.
     "small": Preset(dict(image_size=32, patch=8, num_objects=2, train_frames=20, context=10, rollout=20,
                          num_train=2000, num_val=256, decoder_width=64, decoder_layers=2, feedback_passes=2),
                     "w64k6", dict(steps=6400, batch_size=8, lr=1e-3, warmup=50, eval_batch_size=16, ckpt_every=400)),
