@@ -59,23 +59,20 @@ def main(argv=None) -> None:
     ds = generated_split(task.data_dir, "bouncing_balls",
                          dict(num_objects=d.num_objects, image_size=d.image_size, num_frames=frames_n),
                          args.videos, d.seed + VAL_SEED_OFFSET, keys=["frames", "positions", "radii"])
+    raw = {key: np.stack([np.asarray(ds[j][key]) for j in range(len(ds))]) for key in ("frames", "positions", "radii")}
     sq, mass = [], []
     with torch.no_grad():
         for i in range(0, len(ds), args.batch):
-            items = [ds[j] for j in range(i, min(i + args.batch, len(ds)))]
-            frames = to_float_frames(torch.from_numpy(np.stack([np.asarray(x["frames"]) for x in items])))
+            frames = to_float_frames(torch.from_numpy(raw["frames"][i:i + args.batch]))
             preds, _ = task.rollout(model, frames, d.context, d.rollout)
             target = frames[:, d.context:]
             sq.append(((preds - target) ** 2).mean(dim=(2, 3, 4)).numpy())  # (B, rollout)
             mass.append(torch.stack([preds.sum(dim=(2, 3, 4)), target.sum(dim=(2, 3, 4))], -1).numpy())
     sq, mass = np.concatenate(sq), np.concatenate(mass)  # (n, rollout), (n, rollout, 2)
-    video = np.stack([np.asarray(ds[j]["frames"]) for j in range(len(ds))]).astype(np.float32) / 255.0
-    video = video.reshape(len(ds), frames_n, -1)
+    video = raw["frames"].reshape(len(ds), frames_n, -1).astype(np.float32) / 255.0
     mean_image = video.mean(axis=(0, 1))  # the task's mean-image reference: over every frame of these videos
     ref = ((video[:, d.context:] - mean_image) ** 2).mean(-1)  # (n, rollout)
-    pos = np.stack([np.asarray(ds[j]["positions"]) for j in range(len(ds))])
-    radii = np.stack([np.asarray(ds[j]["radii"]) for j in range(len(ds))])
-    pair, wall = contacts(pos[:, d.context - 1:], radii, d.image_size, args.margin)
+    pair, wall = contacts(raw["positions"][:, d.context - 1:], raw["radii"], d.image_size, args.margin)
     groups = {"all": np.ones(len(ds), bool), "ball-ball contact": pair.any(1),
               "wall bounce only": ~pair.any(1) & wall.any(1), "neither": ~pair.any(1) & ~wall.any(1)}
     steps = [s for s in (1, 5, 10, 20) if s <= d.rollout]
