@@ -46,6 +46,22 @@ def test_slot_rnn_state_is_carried_and_maps():
         model.step(x[:, 0], torch.zeros(B, model.num_slots, model.d_model))
 
 
+@pytest.mark.parametrize("residual", [True, False])
+def test_slot_rnn_layer_mixes_the_gru_output_with_or_without_the_residual(residual):
+    # residual=True (the default): the mixer reads e + GRU(LN e, h), as SlotSSM's reads s + SSM(LN s).
+    model = build_model("slot_rnn", preset="tiny", residual=residual).eval()
+    assert model.cfg.residual is residual
+    layer = model.layers[0]
+    g = torch.Generator().manual_seed(3)
+    e, h = (torch.randn(B, model.num_slots, model.d_model, generator=g) for _ in range(2))
+    with torch.no_grad():
+        out, _ = layer(e, h)
+        gru = layer.cell(layer.norm(e).reshape(-1, model.d_model), h.reshape(-1, model.d_model)).view_as(h)
+        want, _ = layer.mixer(e + gru if residual else gru)
+    torch.testing.assert_close(out, want)
+    assert build_model("slot_rnn", preset="tiny").cfg.residual is True
+
+
 # ---------------------------------------------------------------- RIM
 
 
