@@ -44,7 +44,8 @@ class SlotRNNConfig:
     # alone. Measured (Blinking Color Balls `small`, its first curriculum stage, seed 0): without the residual the
     # slots are copies from the first probe on (pairwise cosine 0.997 at step 100, 1.000 from step 1000, encoder
     # gradient norm ~1e-6) and the model predicts a constant through every stage (colour 0.234, ball IoU 0 at
-    # L = 80); with it they stay apart (cosine 0.23-0.50 over steps 100-600) and the output follows the input.
+    # L = 80); with it they stay apart (cosine 0.23-0.56 over the stage's 2500 steps, 0.29 at its end) and the
+    # stage ends at colour 0.914, ball IoU 0.40 (without: 0.750, the white majority, and 0).
     residual: bool = True
 
     def __post_init__(self):
