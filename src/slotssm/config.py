@@ -170,6 +170,7 @@ ADDED_KEYS: dict[str, Any] = {
     # inverted attention had one head per attention head of the model before it got its own count
     "model.inverted_heads": lambda d: d["model"]["num_heads"], "model.cross_heads": lambda d: d["model"]["num_heads"],
     "model.cross_chunk": FIELD_DEFAULT,  # a memory/speed setting of PSB: the same results for any value
+    "model.residual": lambda d: False,  # SlotRNN's mixer read the GRU's output alone (the default is on now)
 }
 
 

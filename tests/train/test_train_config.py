@@ -226,3 +226,9 @@ def test_config_files_written_before_an_option_existed_get_its_off_value():
     del d["data"]["snitch_weight"], d["model"]["dt_range"]
     old = config_from_dict(d, pre)
     assert old.data.snitch_weight == 1.0 and tuple(old.model.dt_range) == (0.001, 0.1)
+    # a SlotRNN run written before model.residual: its mixer read the GRU's output alone, though the default is on
+    rnn = get_task("blinking_balls").default_config("small", "slot_rnn")
+    assert rnn.model.residual
+    d = config_to_dict(rnn)
+    del d["model"]["residual"]
+    assert config_from_dict(d, rnn).model.residual is False
